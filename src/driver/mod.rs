@@ -1,0 +1,181 @@
+//! The I/O driver a shard parks in: io_uring (`uring/`) or readiness (`poll/`).
+//!
+//! The backend is a value chosen at `build()` ([`Driver`] is an enum), never a
+//! type parameter. What every backend provides:
+//!
+//! * `new(entries)` → the driver and its [`Unparker`];
+//! * `poll_nowait()`: submit what is queued and collect completions, never blocking;
+//! * `park(timeout)`: the same, but wait for at least one event or the timeout;
+//! * `take_ready()`: the wakers and orphaned resources completions produced;
+//! * `shutdown(deadline)`: cancel everything in flight and drain it.
+
+pub(crate) mod poll;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
+
+use std::io;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+/// Which driver the runtime should use. See [`crate::runtime::Builder::driver_type`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum DriverType {
+    /// io_uring when the kernel lets us create the real ring, otherwise the
+    /// readiness driver of the platform. `RINGSHARD_DRIVER=uring|epoll`
+    /// overrides this choice.
+    #[default]
+    Auto,
+    /// io_uring or an error naming why it cannot start.
+    IoUring,
+    /// epoll (Linux only).
+    Epoll,
+    /// kqueue (BSD and macOS only).
+    Kqueue,
+}
+
+/// The driver a runtime actually runs, see [`crate::Runtime::driver_kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DriverKind {
+    /// io_uring.
+    IoUring,
+    /// epoll through mio.
+    Epoll,
+    /// kqueue through mio.
+    Kqueue,
+}
+
+/// Counters a driver keeps; the shard copies them into its stats.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DriverStats {
+    pub(crate) submitted: u64,
+    pub(crate) completed: u64,
+    pub(crate) enters: u64,
+    pub(crate) cq_overflows: u64,
+}
+
+/// Resources of an op whose future was dropped before its completion; they
+/// are kept until the kernel is done, then handed the late result (an accept
+/// closes the fd it got, a buffer is simply freed).
+pub(crate) trait Orphan {
+    fn complete(self: Box<Self>, result: i32);
+}
+
+/// What completions produced, handled by the shard outside the driver borrow.
+#[derive(Default)]
+pub(crate) struct Ready {
+    pub(crate) wakers: Vec<Waker>,
+    pub(crate) orphans: Vec<(Box<dyn Orphan>, i32)>,
+}
+
+impl Ready {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.wakers.is_empty() && self.orphans.is_empty()
+    }
+}
+
+/// Wakes a parked shard from any thread.
+#[derive(Clone)]
+pub(crate) enum Unparker {
+    #[cfg(target_os = "linux")]
+    EventFd(Arc<crate::sys::EventFd>),
+    Poll(Arc<mio::Waker>),
+}
+
+impl Unparker {
+    pub(crate) fn unpark(&self) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Unparker::EventFd(fd) => fd.notify(),
+            Unparker::Poll(waker) => {
+                // A failed wake only happens if the poll instance is gone,
+                // i.e. the shard has exited; nothing is left to wake.
+                let _ = waker.wake();
+            }
+        }
+    }
+}
+
+/// One shard's driver.
+pub(crate) enum Driver {
+    #[cfg(target_os = "linux")]
+    Uring(uring::UringDriver),
+    Poll(poll::PollDriver),
+}
+
+impl Driver {
+    /// Creates the driver of `kind` on the calling (shard) thread.
+    pub(crate) fn new(kind: DriverKind, entries: u32) -> io::Result<(Driver, Unparker)> {
+        match kind {
+            #[cfg(target_os = "linux")]
+            DriverKind::IoUring => {
+                let driver = uring::UringDriver::new(entries)?;
+                let unparker = driver.unparker();
+                Ok((Driver::Uring(driver), unparker))
+            }
+            #[cfg(not(target_os = "linux"))]
+            DriverKind::IoUring => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring is only available on Linux",
+            )),
+            DriverKind::Epoll | DriverKind::Kqueue => {
+                let driver = poll::PollDriver::new()?;
+                let unparker = driver.unparker();
+                Ok((Driver::Poll(driver), unparker))
+            }
+        }
+    }
+
+    pub(crate) fn poll_nowait(&mut self) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(driver) => driver.poll_nowait(),
+            Driver::Poll(driver) => driver.poll_nowait(),
+        }
+    }
+
+    pub(crate) fn park(&mut self, timeout: Option<Duration>) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(driver) => driver.park(timeout),
+            Driver::Poll(driver) => driver.park(timeout),
+        }
+    }
+
+    /// Moves what completions produced into `out`.
+    pub(crate) fn take_ready(&mut self, out: &mut Ready) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(driver) => driver.take_ready(out),
+            Driver::Poll(_) => {}
+        }
+    }
+
+    /// Wakes every op still waiting, so its task can be dropped (cancelling the op).
+    pub(crate) fn wake_all(&mut self, out: &mut Ready) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(driver) => driver.wake_all(out),
+            Driver::Poll(_) => {}
+        }
+    }
+
+    /// Cancels what is in flight and drains it until `deadline`.
+    pub(crate) fn shutdown(&mut self, deadline: Instant, out: &mut Ready) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(driver) => driver.shutdown(deadline, out),
+            Driver::Poll(_) => {}
+        }
+    }
+
+    pub(crate) fn stats(&self) -> DriverStats {
+        match self {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(driver) => driver.stats,
+            Driver::Poll(driver) => driver.stats,
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The io_uring driver: one ring per shard, created on the shard's own thread.
+//!
+//! # Safety
+//!
+//! An SQE hands the kernel raw pointers (buffers, sockaddrs, timespecs). The
+//! kernel may write through them at any moment until the op's CQE is reaped,
+//! even after the future that submitted the op was dropped. The op slab
+//! enforces one rule: **an op's resources are freed only after its CQE**.
+//!
+//! Each slot of the slab is in one of these states (user_data = generation << 32 | index):
+//!
+//! | state        | who owns the resources            | kernel may write? |
+//! |--------------|-----------------------------------|-------------------|
+//! | `Submitted`  | the op's future (`Op<T>`)          | yes               |
+//! | `Waiting(w)` | the op's future, `w` wakes it      | yes               |
+//! | `Completed`  | the op's future; result is stored  | no                |
+//! | `Abandoned`  | the slab (boxed orphan)            | yes               |
+//!
+//! Dropping an `Op<T>` before `Completed` moves its resources into the slot as
+//! `Abandoned` (and, for ops that may wait forever, queues an `ASYNC_CANCEL`);
+//! the CQE then frees them and gives the orphan the late result. If the ring
+//! must be torn down while ops are still in flight after the drain deadline,
+//! their resources are leaked rather than freed: a leak is safe, a write into
+//! freed memory is not. The eventfd read buffer follows the same rule.
+
+pub(crate) mod op;
+
+use std::io;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types, IoUring};
+use slab::Slab;
+
+use super::{DriverStats, Orphan, Ready, Unparker};
+use crate::sys::EventFd;
+
+const TOKEN_EVENTFD: u64 = u64::MAX;
+const TOKEN_IGNORE: u64 = u64::MAX - 1;
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// The lifecycle of one op, see the module's `# Safety` section.
+enum Lifecycle {
+    Submitted,
+    Waiting(Waker),
+    Completed(i32),
+    Abandoned(Box<dyn Orphan>),
+}
+
+struct Slot {
+    generation: u32,
+    state: Lifecycle,
+}
+
+/// Identifies a submitted op; stale keys never match a reused slot.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpKey {
+    index: usize,
+    generation: u32,
+}
+
+impl OpKey {
+    fn user_data(self) -> u64 {
+        (u64::from(self.generation) << 32) | self.index as u64
+    }
+}
+
+pub(crate) struct UringDriver {
+    ring: IoUring,
+    ops: Slab<Slot>,
+    generation: u32,
+    eventfd: Arc<EventFd>,
+    /// The eventfd read's target; boxed so its address is stable.
+    eventfd_buf: Box<u64>,
+    eventfd_armed: bool,
+    ready: Ready,
+    pub(crate) stats: DriverStats,
+}
+
+impl UringDriver {
+    /// Creates the ring with the best setup flags the kernel accepts.
+    pub(crate) fn new(entries: u32) -> io::Result<UringDriver> {
+        let ring = setup(entries)?;
+        if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring on this kernel lacks IORING_FEAT_EXT_ARG or IORING_FEAT_NODROP \
+                 (needs Linux 5.11+)",
+            ));
+        }
+        Ok(UringDriver {
+            ring,
+            ops: Slab::with_capacity(entries as usize),
+            generation: 0,
+            eventfd: Arc::new(EventFd::new()?),
+            eventfd_buf: Box::new(0),
+            eventfd_armed: false,
+            ready: Ready::default(),
+            stats: DriverStats::default(),
+        })
+    }
+
+    pub(crate) fn unparker(&self) -> Unparker {
+        Unparker::EventFd(self.eventfd.clone())
+    }
+
+    /// Submits `sqe` as a new op; its resources must stay valid until the
+    /// op completes (see `op::Op`, which owns them).
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `sqe` must stay valid until the op's CQE is reaped.
+    pub(crate) unsafe fn submit(&mut self, sqe: squeue::Entry) -> OpKey {
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let index = self.ops.insert(Slot {
+            generation,
+            state: Lifecycle::Submitted,
+        });
+        let key = OpKey { index, generation };
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.push(sqe.user_data(key.user_data())) };
+        key
+    }
+
+    /// The op's result once its CQE arrived; otherwise records the waker.
+    pub(crate) fn poll_op(&mut self, key: OpKey, waker: &Waker) -> Option<i32> {
+        let slot = self.ops.get_mut(key.index).filter(|s| s.generation == key.generation)?;
+        match &mut slot.state {
+            Lifecycle::Completed(result) => {
+                let result = *result;
+                self.ops.remove(key.index);
+                Some(result)
+            }
+            Lifecycle::Waiting(current) if current.will_wake(waker) => None,
+            state => {
+                *state = Lifecycle::Waiting(waker.clone());
+                None
+            }
+        }
+    }
+
+    /// The op's future was dropped: keep `orphan` until the CQE. If the op has
+    /// already completed, the orphan and its result come back to the caller.
+    pub(crate) fn abandon(
+        &mut self,
+        key: OpKey,
+        orphan: Box<dyn Orphan>,
+        cancel: bool,
+    ) -> Option<(Box<dyn Orphan>, i32)> {
+        let Some(slot) = self.ops.get_mut(key.index).filter(|s| s.generation == key.generation)
+        else {
+            return Some((orphan, -libc::ECANCELED));
+        };
+        if let Lifecycle::Completed(result) = slot.state {
+            self.ops.remove(key.index);
+            return Some((orphan, result));
+        }
+        slot.state = Lifecycle::Abandoned(orphan);
+        if cancel {
+            let sqe = opcode::AsyncCancel::new(key.user_data()).build().user_data(TOKEN_IGNORE);
+            // SAFETY: an ASYNC_CANCEL carries no pointers.
+            unsafe { self.push(sqe) };
+        }
+        None
+    }
+
+    /// Submits queued SQEs and reaps completions without waiting. Makes no
+    /// syscall when nothing is queued and no op is in flight.
+    pub(crate) fn poll_nowait(&mut self) {
+        if self.ring.submission().is_empty() && self.ops.is_empty() {
+            self.reap();
+            return;
+        }
+        self.enter(0, None);
+        self.reap();
+    }
+
+    /// Submits and waits for one completion, an unpark, or `timeout`.
+    pub(crate) fn park(&mut self, timeout: Option<Duration>) {
+        if !self.eventfd_armed {
+            let buf: *mut u64 = &mut *self.eventfd_buf;
+            let sqe = opcode::Read::new(types::Fd(self.eventfd.raw()), buf.cast(), 8)
+                .build()
+                .user_data(TOKEN_EVENTFD);
+            // SAFETY: `eventfd_buf` is boxed and owned by the driver; it is
+            // only freed once no read is armed (see `shutdown`).
+            unsafe { self.push(sqe) };
+            self.eventfd_armed = true;
+        }
+        self.enter(1, timeout);
+        self.reap();
+    }
+
+    /// One `io_uring_enter` that submits everything queued and reaps
+    /// (`GETEVENTS`, which `DEFER_TASKRUN` needs to post completions).
+    fn enter(&mut self, want: u32, timeout: Option<Duration>) {
+        self.stats.enters += 1;
+        let result = match timeout {
+            Some(timeout) if want > 0 => {
+                let ts = types::Timespec::from(timeout);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want as usize, &args)
+            }
+            _ => {
+                let to_submit = self.ring.submission().len() as u32;
+                // SAFETY: no extended argument is passed.
+                unsafe {
+                    self.ring.submitter().enter::<libc::sigset_t>(
+                        to_submit,
+                        want,
+                        IORING_ENTER_GETEVENTS,
+                        None,
+                    )
+                }
+            }
+        };
+        if let Err(error) = result {
+            match error.raw_os_error() {
+                // Timeout, signal, or completions must be reaped before more
+                // can be submitted: the caller reaps next and turns again.
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
+                _ => panic!("io_uring_enter failed: {error}"),
+            }
+        }
+    }
+
+    /// Pushes an SQE, flushing the submission queue to the kernel when it is full.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `sqe` must stay valid until its CQE is reaped.
+    unsafe fn push(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: forwarded from this function's contract.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                self.stats.submitted += 1;
+                return;
+            }
+            // SQ full: hand the queued entries to the kernel, and reap so a
+            // full CQ cannot keep the kernel from taking them.
+            self.enter(0, None);
+            self.reap();
+        }
+    }
+
+    /// Moves every CQE into the slab, flushing the kernel's overflow backlog.
+    fn reap(&mut self) {
+        const BATCH: usize = 64;
+        loop {
+            let mut batch = [(0u64, 0i32); BATCH];
+            let mut count = 0;
+            for cqe in self.ring.completion().take(BATCH) {
+                batch[count] = (cqe.user_data(), cqe.result());
+                count += 1;
+            }
+            for &(user_data, result) in &batch[..count] {
+                self.complete(user_data, result);
+            }
+            if count == BATCH {
+                continue;
+            }
+            if !self.ring.submission().cq_overflow() {
+                break;
+            }
+            // The kernel holds completions that did not fit in the CQ; an
+            // enter with GETEVENTS flushes them into the ring we just emptied.
+            self.stats.cq_overflows += 1;
+            self.enter(0, None);
+        }
+    }
+
+    fn complete(&mut self, user_data: u64, result: i32) {
+        match user_data {
+            TOKEN_EVENTFD => self.eventfd_armed = false,
+            TOKEN_IGNORE => {}
+            _ => {
+                let index = (user_data & u64::from(u32::MAX)) as usize;
+                let generation = (user_data >> 32) as u32;
+                let Some(slot) = self.ops.get_mut(index).filter(|s| s.generation == generation)
+                else {
+                    return;
+                };
+                self.stats.completed += 1;
+                match std::mem::replace(&mut slot.state, Lifecycle::Completed(result)) {
+                    Lifecycle::Waiting(waker) => self.ready.wakers.push(waker),
+                    Lifecycle::Abandoned(orphan) => {
+                        self.ops.remove(index);
+                        self.ready.orphans.push((orphan, result));
+                    }
+                    Lifecycle::Submitted | Lifecycle::Completed(_) => {}
+                }
+            }
+        }
+    }
+
+    pub(crate) fn take_ready(&mut self, out: &mut Ready) {
+        out.wakers.append(&mut self.ready.wakers);
+        out.orphans.append(&mut self.ready.orphans);
+    }
+
+    pub(crate) fn wake_all(&mut self, out: &mut Ready) {
+        for (_, slot) in self.ops.iter_mut() {
+            if let Lifecycle::Waiting(_) = slot.state {
+                if let Lifecycle::Waiting(waker) =
+                    std::mem::replace(&mut slot.state, Lifecycle::Submitted)
+                {
+                    out.wakers.push(waker);
+                }
+            }
+        }
+    }
+
+    /// Cancels every op in flight and the eventfd read, then reaps until all
+    /// have completed or `deadline` passes. What is still in flight after
+    /// that is leaked, never freed under the kernel.
+    pub(crate) fn shutdown(&mut self, deadline: Instant, out: &mut Ready) {
+        let keys: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, slot)| !matches!(slot.state, Lifecycle::Completed(_)))
+            .map(|(index, slot)| OpKey { index, generation: slot.generation }.user_data())
+            .chain(self.eventfd_armed.then_some(TOKEN_EVENTFD))
+            .collect();
+        for user_data in keys {
+            let sqe = opcode::AsyncCancel::new(user_data).build().user_data(TOKEN_IGNORE);
+            // SAFETY: an ASYNC_CANCEL carries no pointers.
+            unsafe { self.push(sqe) };
+        }
+        loop {
+            let pending = self.eventfd_armed
+                || self.ops.iter().any(|(_, s)| !matches!(s.state, Lifecycle::Completed(_)));
+            let now = Instant::now();
+            if !pending || now >= deadline {
+                break;
+            }
+            self.enter(1, Some((deadline - now).min(Duration::from_millis(10))));
+            self.reap();
+        }
+        self.take_ready(out);
+        for slot in self.ops.drain() {
+            if let Lifecycle::Abandoned(orphan) = slot.state {
+                // Still in flight past the deadline: the kernel may write here.
+                std::mem::forget(orphan);
+            }
+        }
+        if self.eventfd_armed {
+            std::mem::forget(std::mem::replace(&mut self.eventfd_buf, Box::new(0)));
+        }
+    }
+}
+
+/// Ring setup, best flags first; a flag set the kernel rejects with EINVAL is
+/// dropped and the next one tried.
+fn setup(entries: u32) -> io::Result<IoUring> {
+    let cq_entries = entries.saturating_mul(2);
+    type Configure = fn(&mut io_uring::Builder);
+    let attempts: [Configure; 4] = [
+        |b| {
+            b.setup_single_issuer().setup_defer_taskrun().setup_submit_all();
+        },
+        |b| {
+            b.setup_coop_taskrun().setup_taskrun_flag().setup_submit_all();
+        },
+        |b| {
+            b.setup_submit_all();
+        },
+        |_| {},
+    ];
+    let mut last = None;
+    for configure in attempts {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cq_entries).setup_clamp();
+        configure(&mut builder);
+        match builder.build(entries) {
+            Ok(ring) => return Ok(ring),
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => last = Some(error),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+use std::io;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use super::{Runtime, Worker};
+use crate::driver::{Driver, DriverKind, DriverType};
+use crate::shard::{self, Config, Core, RuntimeShared, Shared};
+use crate::sys;
+
+/// The most shards one runtime may have.
+const MAX_SHARDS: usize = 4096;
+/// io_uring's limit on submission queue entries (`IORING_MAX_ENTRIES`).
+const MAX_IO_ENTRIES: u32 = 32_768;
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```
+/// use std::time::Duration;
+/// use ringshard::{DriverType, Runtime};
+/// let rt = Runtime::builder()
+///     .worker_threads(1)
+///     .driver_type(DriverType::Auto)
+///     .io_entries(256)
+///     .queue_size(256)
+///     .thread_name("my-shard")
+///     .pin_threads(true)
+///     .enable_parking(true)
+///     .park_timeout(Duration::from_millis(100))
+///     .build()?;
+/// assert_eq!(rt.block_on(async { 1 + 1 }), 2);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    worker_threads: Option<usize>,
+    driver_type: DriverType,
+    io_entries: u32,
+    queue_size: usize,
+    thread_name: String,
+    pin_threads: bool,
+    enable_parking: bool,
+    park_timeout: Option<Duration>,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            worker_threads: None,
+            driver_type: DriverType::Auto,
+            io_entries: 1024,
+            queue_size: 256,
+            thread_name: "ringshard-worker".to_owned(),
+            pin_threads: true,
+            enable_parking: true,
+            park_timeout: None,
+        }
+    }
+}
+
+impl Builder {
+    /// A builder with the defaults: one shard per CPU the process may use,
+    /// `DriverType::Auto`, 1024 io entries, pinned threads, parking on.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Number of shards (threads), shard 0 being the thread that calls
+    /// `block_on`. Default: the CPUs the calling thread may run on. With
+    /// `pin_threads(true)` it may not exceed that number.
+    pub fn worker_threads(mut self, shards: usize) -> Builder {
+        self.worker_threads = Some(shards);
+        self
+    }
+
+    /// Which I/O driver to use; default `Auto`.
+    pub fn driver_type(mut self, driver_type: DriverType) -> Builder {
+        self.driver_type = driver_type;
+        self
+    }
+
+    /// Submission queue depth of each shard's ring (1..=32768; the kernel
+    /// rounds it up to a power of two). The completion queue gets twice as many.
+    pub fn io_entries(mut self, entries: u32) -> Builder {
+        self.io_entries = entries;
+        self
+    }
+
+    /// Initial capacity of each shard's run queue (it grows as needed).
+    pub fn queue_size(mut self, tasks: usize) -> Builder {
+        self.queue_size = tasks;
+        self
+    }
+
+    /// Name prefix of the shard threads; shard `i` is named `"{name}-{i}"`.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Builder {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// Pin shard `i` to the `i`-th CPU the process may run on. Default true.
+    pub fn pin_threads(mut self, pin: bool) -> Builder {
+        self.pin_threads = pin;
+        self
+    }
+
+    /// Park idle shards in the driver (true, the default) or keep them
+    /// polling without blocking (false: lowest latency, one core burnt each).
+    pub fn enable_parking(mut self, enable: bool) -> Builder {
+        self.enable_parking = enable;
+        self
+    }
+
+    /// The longest an idle shard stays parked before it turns its loop
+    /// again. Default: no limit (it wakes for timers, I/O and remote wakes).
+    pub fn park_timeout(mut self, timeout: Duration) -> Builder {
+        self.park_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the shards. Bad settings and drivers that cannot start give an
+    /// `io::Error` saying what is wrong.
+    pub fn build(&self) -> io::Result<Runtime> {
+        let cpus = sys::allowed_cpus();
+        let shards = self.worker_threads.unwrap_or(cpus.len().max(1));
+        self.validate(shards, &cpus)?;
+        let candidates = self.candidates()?;
+        let mut last_error = None;
+        for (attempt, &kind) in candidates.iter().enumerate() {
+            match self.start(kind, shards, &cpus) {
+                Ok(runtime) => {
+                    if let Some((failed, error)) = last_error {
+                        eprintln!(
+                            "ringshard: {failed:?} driver unavailable ({}); using {kind:?}",
+                            describe(&error)
+                        );
+                    }
+                    return Ok(runtime);
+                }
+                Err(error) if attempt + 1 < candidates.len() => last_error = Some((kind, error)),
+                Err(error) => {
+                    return Err(io::Error::new(
+                        error.kind(),
+                        format!("ringshard: cannot start the {kind:?} driver: {}", describe(&error)),
+                    ))
+                }
+            }
+        }
+        unreachable!("candidates() is never empty")
+    }
+
+    fn validate(&self, shards: usize, cpus: &[usize]) -> io::Result<()> {
+        let invalid = |message: String| Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        if shards == 0 {
+            return invalid("ringshard: worker_threads must be at least 1".into());
+        }
+        if shards > MAX_SHARDS {
+            return invalid(format!(
+                "ringshard: worker_threads({shards}) exceeds the limit of {MAX_SHARDS}"
+            ));
+        }
+        if self.pin_threads && shards > cpus.len() {
+            return invalid(format!(
+                "ringshard: worker_threads({shards}) exceeds the {} CPUs this process may run on; \
+                 use at most {} shards or set pin_threads(false)",
+                cpus.len(),
+                cpus.len()
+            ));
+        }
+        if self.io_entries == 0 || self.io_entries > MAX_IO_ENTRIES {
+            return invalid(format!(
+                "ringshard: io_entries({}) must be between 1 and {MAX_IO_ENTRIES}",
+                self.io_entries
+            ));
+        }
+        if self.thread_name.contains('\0') {
+            return invalid("ringshard: thread_name must not contain a NUL byte".into());
+        }
+        Ok(())
+    }
+
+    /// The drivers to try, in order.
+    fn candidates(&self) -> io::Result<Vec<DriverKind>> {
+        let readiness = if cfg!(target_os = "linux") {
+            DriverKind::Epoll
+        } else {
+            DriverKind::Kqueue
+        };
+        let unsupported = |what: &str| {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("ringshard: the {what} driver is not available on this platform"),
+            ))
+        };
+        match self.driver_type {
+            DriverType::Auto => match std::env::var("RINGSHARD_DRIVER").as_deref() {
+                Ok("uring" | "io_uring" | "iouring") => Ok(vec![DriverKind::IoUring]),
+                Ok("epoll" | "kqueue" | "poll") => Ok(vec![readiness]),
+                Ok(other) if !other.is_empty() => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("ringshard: RINGSHARD_DRIVER={other:?} is not one of uring, epoll"),
+                )),
+                _ if cfg!(target_os = "linux") => Ok(vec![DriverKind::IoUring, readiness]),
+                _ => Ok(vec![readiness]),
+            },
+            DriverType::IoUring if cfg!(target_os = "linux") => Ok(vec![DriverKind::IoUring]),
+            DriverType::IoUring => unsupported("io_uring"),
+            DriverType::Epoll if readiness == DriverKind::Epoll => Ok(vec![readiness]),
+            DriverType::Epoll => unsupported("epoll"),
+            DriverType::Kqueue if readiness == DriverKind::Kqueue => Ok(vec![readiness]),
+            DriverType::Kqueue => unsupported("kqueue"),
+        }
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            queue_size: self.queue_size,
+            enable_parking: self.enable_parking,
+            park_timeout: self.park_timeout,
+        }
+    }
+
+    /// Creates shard 0's driver here and starts shards 1.. on their threads,
+    /// each creating its own driver (a SINGLE_ISSUER ring belongs to the
+    /// thread that made it).
+    fn start(&self, kind: DriverKind, shards: usize, cpus: &[usize]) -> io::Result<Runtime> {
+        let (driver, unparker) = Driver::new(kind, self.io_entries)?;
+        let mut all = vec![Arc::new(Shared::new(0, unparker))];
+        let (done_tx, done) = mpsc::channel();
+        let mut workers = Vec::with_capacity(shards - 1);
+        let mut failure = None;
+        for index in 1..shards {
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let (start_tx, start_rx) = mpsc::channel();
+            let spawned = thread::Builder::new()
+                .name(format!("{}-{index}", self.thread_name))
+                .spawn({
+                    let cpu = self.pin_threads.then(|| cpus[index]);
+                    let (entries, config, done_tx) = (self.io_entries, self.config(), done_tx.clone());
+                    move || worker_main(index, kind, entries, cpu, config, ready_tx, start_rx, done_tx)
+                });
+            let thread = match spawned {
+                Ok(thread) => thread,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            };
+            match ready_rx.recv() {
+                Ok(Ok(shared)) => {
+                    all.push(shared);
+                    workers.push(Worker { thread: Some(thread), start: Some(start_tx) });
+                }
+                Ok(Err(error)) => {
+                    failure = Some(error);
+                    let _ = thread.join();
+                    break;
+                }
+                Err(_) => {
+                    failure = Some(io::Error::other(format!("ringshard: shard {index} died while starting")));
+                    let _ = thread.join();
+                    break;
+                }
+            }
+        }
+        if let Some(error) = failure {
+            // Dropping the start senders tells the started workers to exit.
+            for worker in workers {
+                drop(worker.start);
+                if let Some(thread) = worker.thread {
+                    let _ = thread.join();
+                }
+            }
+            return Err(error);
+        }
+        let shared = Arc::new(RuntimeShared { shards: all, deadline: OnceLock::new() });
+        for worker in &mut workers {
+            if let Some(start) = worker.start.take() {
+                let _ = start.send(shared.clone());
+            }
+        }
+        let core = Core::new(shared.shards[0].clone(), shared.clone(), driver, self.config());
+        Ok(Runtime::from_parts(shared, core, workers, done, kind, self.pin_threads.then(|| cpus[0])))
+    }
+}
+
+/// The body of shard `index`'s thread.
+#[allow(clippy::too_many_arguments, reason = "one call site, all plain settings")]
+fn worker_main(
+    index: usize,
+    kind: DriverKind,
+    entries: u32,
+    cpu: Option<usize>,
+    config: Config,
+    ready: mpsc::Sender<io::Result<Arc<Shared>>>,
+    start: mpsc::Receiver<Arc<RuntimeShared>>,
+    done: mpsc::Sender<usize>,
+) {
+    if let Some(cpu) = cpu {
+        if let Err(error) = sys::pin_current_thread(cpu) {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    }
+    let (driver, unparker) = match Driver::new(kind, entries) {
+        Ok(created) => created,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let shared = Arc::new(Shared::new(index, unparker));
+    if ready.send(Ok(shared.clone())).is_err() {
+        return;
+    }
+    let Ok(runtime) = start.recv() else {
+        return;
+    };
+    let core = Core::new(shared, runtime.clone(), driver, config);
+    {
+        let _enter = shard::enter(&core);
+        core.run_worker();
+        let deadline = runtime
+            .deadline
+            .get()
+            .copied()
+            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(1));
+        core.shutdown(deadline);
+    }
+    let _ = done.send(index);
+}
+
+/// Names the usual causes of a driver that cannot start, and their fixes.
+fn describe(error: &io::Error) -> String {
+    let hint = match error.raw_os_error() {
+        Some(libc::EPERM) => {
+            " (io_uring_setup is forbidden, usually by a container's seccomp profile or \
+             kernel.io_uring_disabled; allow it or use DriverType::Epoll)"
+        }
+        Some(libc::ENOSYS) => " (this kernel has no io_uring; use DriverType::Epoll)",
+        Some(libc::ENOMEM) => {
+            " (RLIMIT_MEMLOCK too low for the ring; raise `ulimit -l` or lower io_entries)"
+        }
+        Some(libc::EINVAL) => " (this kernel rejects the ring setup; it may be too old)",
+        _ => "",
+    };
+    format!("{error}{hint}")
+}

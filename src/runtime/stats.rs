@@ -1,0 +1,58 @@
+/// Counters of one shard since the runtime started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardStats {
+    /// Tasks spawned on this shard.
+    pub tasks_spawned: u64,
+    /// Task polls.
+    pub polls: u64,
+    /// Tasks that arrived through the inbox (woken or spawned from another thread).
+    pub remote_wakes: u64,
+    /// Tasks stolen from other shards.
+    pub steals: u64,
+    /// I/O ops (SQEs) submitted.
+    pub ops_submitted: u64,
+    /// I/O ops completed.
+    pub ops_completed: u64,
+    /// Calls into the kernel's driver: `io_uring_enter` or `epoll_wait`.
+    pub driver_waits: u64,
+    /// Times the shard blocked because it had nothing to do.
+    pub parks: u64,
+    /// Timers fired.
+    pub timers_fired: u64,
+    /// Times the completion queue overflowed into the kernel's backlog.
+    pub cq_overflows: u64,
+}
+
+/// Per-shard counters, from [`crate::Runtime::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeStats {
+    shards: Vec<ShardStats>,
+}
+
+impl RuntimeStats {
+    pub(crate) fn new(shards: Vec<ShardStats>) -> RuntimeStats {
+        RuntimeStats { shards }
+    }
+
+    /// The counters of each shard, in shard order.
+    pub fn shards(&self) -> &[ShardStats] {
+        &self.shards
+    }
+
+    /// The counters summed over all shards.
+    pub fn total(&self) -> ShardStats {
+        self.shards.iter().fold(ShardStats::default(), |a, b| ShardStats {
+            tasks_spawned: a.tasks_spawned + b.tasks_spawned,
+            polls: a.polls + b.polls,
+            remote_wakes: a.remote_wakes + b.remote_wakes,
+            steals: a.steals + b.steals,
+            ops_submitted: a.ops_submitted + b.ops_submitted,
+            ops_completed: a.ops_completed + b.ops_completed,
+            driver_waits: a.driver_waits + b.driver_waits,
+            parks: a.parks + b.parks,
+            timers_fired: a.timers_fired + b.timers_fired,
+            cq_overflows: a.cq_overflows + b.cq_overflows,
+        })
+    }
+}

@@ -1,0 +1,423 @@
+//! One shard: a thread's run queue, timer wheel and driver, and the loop that
+//! turns them.
+//!
+//! [`Core`] is the part only the shard's thread touches (non-atomic); it is
+//! reached through the one thread-local of the crate, [`CURRENT`]. [`Shared`]
+//! is the thread-safe door into a shard: its inbox, its parked flag and its
+//! counters.
+//!
+//! One turn of the loop ([`Core::turn`]):
+//!
+//! 1. drain the inbox into the run queue, fire expired timers;
+//! 2. run up to [`BUDGET`] tasks;
+//! 3. if anything is runnable, submit and reap without waiting; otherwise park
+//!    in the driver until the next timer deadline, an I/O completion or an
+//!    unpark. Exactly one driver call either way (none when there is no I/O
+//!    in flight and work to do).
+
+mod shared;
+
+pub(crate) use shared::{Config, RuntimeShared, Shared};
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::ptr;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use crate::driver::{Driver, Ready};
+use crate::task::{Runnable, ShardId};
+use crate::time::wheel::{TimerKey, Wheel};
+
+/// Tasks run per turn before the shard looks at its inbox, timers and I/O.
+const BUDGET: usize = 61;
+
+thread_local! {
+    /// The shard running on this thread, null outside a shard.
+    static CURRENT: Cell<*const Core> = const { Cell::new(ptr::null()) };
+}
+
+/// Source of [`Core::uid`]: tells shards apart even across runtimes.
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+/// Calls `f` with the shard running on this thread, if any.
+pub(crate) fn with_current<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
+    let core = CURRENT.with(Cell::get);
+    // SAFETY: CURRENT is only non-null between `enter` and the drop of its
+    // guard, which borrows the Core for that whole time.
+    (!core.is_null()).then(|| f(unsafe { &*core }))
+}
+
+/// Calls `f` with the current shard's driver.
+pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
+    with_current(|core| f(&mut core.driver.borrow_mut()))
+}
+
+/// Whether this thread is running a shard.
+pub(crate) fn in_shard() -> bool {
+    !CURRENT.with(Cell::get).is_null()
+}
+
+/// Makes `core` the current shard until the guard drops.
+pub(crate) struct EnterGuard<'a> {
+    previous: *const Core,
+    _core: &'a Core,
+}
+
+pub(crate) fn enter(core: &Core) -> EnterGuard<'_> {
+    let previous = CURRENT.with(|current| current.replace(core));
+    EnterGuard { previous, _core: core }
+}
+
+impl Drop for EnterGuard<'_> {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.set(self.previous));
+    }
+}
+
+/// Where a woken task goes: the local run queue when the waking thread runs
+/// the task's shard, otherwise the owner's inbox.
+pub(crate) fn schedule(runnable: Runnable) {
+    let core = CURRENT.with(Cell::get);
+    if !core.is_null() {
+        // SAFETY: see `with_current`.
+        let core = unsafe { &*core };
+        if ptr::eq(Arc::as_ptr(&core.shared), Arc::as_ptr(&runnable.metadata().owner)) {
+            core.run_queue.borrow_mut().push_back(runnable);
+            return;
+        }
+    }
+    // Keep the owner alive past the push: once queued, the task (and the
+    // Arc in its metadata) may be freed by the owner at any moment.
+    let owner = runnable.metadata().owner.clone();
+    owner.push_remote(runnable);
+}
+
+/// A timer registration held by a `Sleep`: the shard it is on and its key.
+pub(crate) type TimerRegistration = Option<(u64, TimerKey)>;
+
+/// Shard-local counters, copied into [`Shared`]'s atomics once per turn.
+#[derive(Default)]
+struct Counters {
+    spawned: Cell<u64>,
+    polls: Cell<u64>,
+    remote_wakes: Cell<u64>,
+    parks: Cell<u64>,
+    timers_fired: Cell<u64>,
+}
+
+fn bump(cell: &Cell<u64>, by: u64) {
+    cell.set(cell.get() + by);
+}
+
+/// The shard-local half of a shard. Lives on its thread; `!Send` in spirit
+/// (it is only ever reached through [`CURRENT`]).
+pub(crate) struct Core {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) runtime: Arc<RuntimeShared>,
+    uid: u64,
+    config: Config,
+    run_queue: RefCell<VecDeque<Runnable>>,
+    wheel: RefCell<Wheel>,
+    fired: RefCell<Vec<Waker>>,
+    driver: RefCell<Driver>,
+    ready: RefCell<Ready>,
+    origin: Instant,
+    now: Cell<Instant>,
+    counters: Counters,
+}
+
+impl Core {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        runtime: Arc<RuntimeShared>,
+        driver: Driver,
+        config: Config,
+    ) -> Core {
+        let origin = Instant::now();
+        Core {
+            shared,
+            runtime,
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            run_queue: RefCell::new(VecDeque::with_capacity(config.queue_size)),
+            config,
+            wheel: RefCell::new(Wheel::new()),
+            fired: RefCell::new(Vec::new()),
+            driver: RefCell::new(driver),
+            ready: RefCell::new(Ready::default()),
+            origin,
+            now: Cell::new(origin),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn id(&self) -> ShardId {
+        ShardId::new(self.shared.index)
+    }
+
+    /// Queues a task spawned on this shard.
+    pub(crate) fn spawn_local(&self, runnable: Runnable) {
+        bump(&self.counters.spawned, 1);
+        self.run_queue.borrow_mut().push_back(runnable);
+    }
+
+    /// Counts a task that was built here on another shard's behalf (`spawn_on`).
+    pub(crate) fn count_spawn(&self) {
+        bump(&self.counters.spawned, 1);
+    }
+
+    /// Runs `future` to completion on this thread, turning the shard meanwhile.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let mut future = pin!(future);
+        let root = Arc::new(RootWaker {
+            woken: AtomicBool::new(true),
+            shared: self.shared.clone(),
+        });
+        let waker = Waker::from(root.clone());
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if root.woken.swap(false, Ordering::AcqRel) {
+                if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                    self.flush_stats();
+                    return output;
+                }
+            }
+            self.turn(|| root.woken.load(Ordering::Acquire));
+        }
+    }
+
+    /// The loop of a worker shard: turns until the runtime shuts down.
+    pub(crate) fn run_worker(&self) {
+        while !self.shared.shutdown.load(Ordering::Acquire) {
+            self.turn(|| self.shared.shutdown.load(Ordering::Acquire));
+        }
+        self.flush_stats();
+    }
+
+    /// One turn of the loop, see the module docs. `woken` tells whether the
+    /// caller's root future wants polling (it counts as runnable work).
+    fn turn(&self, woken: impl Fn() -> bool) {
+        self.drain_inbox();
+        self.fire_timers();
+        for _ in 0..BUDGET {
+            let Some(runnable) = self.run_queue.borrow_mut().pop_front() else {
+                break;
+            };
+            bump(&self.counters.polls, 1);
+            runnable.run();
+        }
+        let runnable = !self.run_queue.borrow().is_empty() || woken();
+        if runnable || !self.config.enable_parking {
+            self.driver.borrow_mut().poll_nowait();
+        } else {
+            self.park(&woken);
+        }
+        self.dispatch_ready();
+        self.flush_stats();
+    }
+
+    fn drain_inbox(&self) {
+        let mut count = 0;
+        while let Some(runnable) = self.shared.inbox.pop() {
+            self.run_queue.borrow_mut().push_back(runnable);
+            count += 1;
+        }
+        bump(&self.counters.remote_wakes, count);
+    }
+
+    fn fire_timers(&self) {
+        let now = Instant::now();
+        self.now.set(now);
+        let mut fired = self.fired.borrow_mut();
+        let count = self.wheel.borrow_mut().advance(self.tick_floor(now), &mut fired);
+        if count > 0 {
+            bump(&self.counters.timers_fired, count as u64);
+            let wakers = std::mem::take(&mut *fired);
+            drop(fired);
+            let mut wakers = wakers;
+            wakers.drain(..).for_each(Waker::wake);
+            *self.fired.borrow_mut() = wakers;
+        }
+    }
+
+    /// Parks in the driver until the next timer deadline (capped by
+    /// `park_timeout`) unless work arrived since the turn began.
+    fn park(&self, woken: &impl Fn() -> bool) {
+        let timeout = self.park_duration();
+        self.shared.parked.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `Shared::unpark_if_parked`: either the
+        // waker sees `parked`, or we see what it pushed.
+        fence(Ordering::SeqCst);
+        if !self.shared.inbox.is_empty() || woken() || timeout == Some(Duration::ZERO) {
+            self.shared.parked.store(false, Ordering::Relaxed);
+            self.driver.borrow_mut().poll_nowait();
+            return;
+        }
+        bump(&self.counters.parks, 1);
+        self.driver.borrow_mut().park(timeout);
+        self.shared.parked.store(false, Ordering::Relaxed);
+    }
+
+    fn park_duration(&self) -> Option<Duration> {
+        let deadline = self.wheel.borrow().next_deadline().map(|tick| {
+            let at = self.origin + Duration::from_millis(tick);
+            at.saturating_duration_since(Instant::now())
+        });
+        match (deadline, self.config.park_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Wakes the tasks whose ops completed and finishes orphaned ops, outside
+    /// the driver borrow (both may re-enter the shard).
+    fn dispatch_ready(&self) {
+        let mut ready = std::mem::take(&mut *self.ready.borrow_mut());
+        self.driver.borrow_mut().take_ready(&mut ready);
+        if ready.is_empty() {
+            *self.ready.borrow_mut() = ready;
+            return;
+        }
+        ready.wakers.drain(..).for_each(Waker::wake);
+        for (orphan, result) in ready.orphans.drain(..) {
+            orphan.complete(result);
+        }
+        *self.ready.borrow_mut() = ready;
+    }
+
+    fn flush_stats(&self) {
+        let driver = self.driver.borrow().stats();
+        let stats = &self.shared.stats;
+        let c = &self.counters;
+        stats.spawned.store(c.spawned.get(), Ordering::Relaxed);
+        stats.polls.store(c.polls.get(), Ordering::Relaxed);
+        stats.remote_wakes.store(c.remote_wakes.get(), Ordering::Relaxed);
+        stats.parks.store(c.parks.get(), Ordering::Relaxed);
+        stats.timers_fired.store(c.timers_fired.get(), Ordering::Relaxed);
+        stats.ops_submitted.store(driver.submitted, Ordering::Relaxed);
+        stats.ops_completed.store(driver.completed, Ordering::Relaxed);
+        stats.driver_waits.store(driver.enters, Ordering::Relaxed);
+        stats.cq_overflows.store(driver.cq_overflows, Ordering::Relaxed);
+    }
+
+    fn tick_floor(&self, instant: Instant) -> u64 {
+        instant.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    fn tick_ceil(&self, instant: Instant) -> u64 {
+        let since = instant.saturating_duration_since(self.origin);
+        let ms = since.as_millis() as u64;
+        ms + u64::from(since.subsec_nanos() % 1_000_000 != 0)
+    }
+
+    /// Polls a sleep until `deadline`: ready once the shard's clock has
+    /// reached it (never before), otherwise registered on this shard's wheel.
+    pub(crate) fn poll_sleep(
+        &self,
+        deadline: Instant,
+        registration: &mut TimerRegistration,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        let mut wheel = self.wheel.borrow_mut();
+        if self.now.get() >= deadline {
+            if let Some((uid, key)) = registration.take() {
+                if uid == self.uid {
+                    wheel.cancel(key);
+                }
+            }
+            return Poll::Ready(());
+        }
+        if let Some((uid, key)) = *registration {
+            if uid == self.uid && wheel.update_waker(key, cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+        // Not registered here yet, moved from another shard, or fired early
+        // because the deadline was beyond the wheel's horizon.
+        if Instant::now() >= deadline {
+            *registration = None;
+            return Poll::Ready(());
+        }
+        let key = wheel.insert(self.tick_ceil(deadline), cx.waker().clone());
+        *registration = Some((self.uid, key));
+        Poll::Pending
+    }
+
+    /// Removes a sleep's timer if it is registered on this shard.
+    pub(crate) fn cancel_sleep(&self, registration: &mut TimerRegistration) {
+        if let Some((uid, key)) = *registration {
+            if uid == self.uid {
+                *registration = None;
+                // The waker is dropped after the borrow ends.
+                let waker = self.wheel.borrow_mut().cancel(key);
+                drop(waker);
+            }
+        }
+    }
+
+    /// Cancels every task of this shard and drains its in-flight I/O until
+    /// `deadline`. Tasks are dropped here, on their own thread.
+    pub(crate) fn shutdown(&self, deadline: Instant) {
+        let mut ready = Ready::default();
+        loop {
+            let mut progressed = false;
+            while let Some(runnable) = self.pop_any() {
+                drop_quietly(runnable);
+                progressed = true;
+            }
+            let mut wakers = Vec::new();
+            self.wheel.borrow_mut().drain(&mut wakers);
+            self.driver.borrow_mut().wake_all(&mut ready);
+            wakers.append(&mut ready.wakers);
+            progressed |= !wakers.is_empty();
+            // Waking (not just dropping) schedules each task so its future is
+            // dropped on the next pass, which abandons and cancels its ops.
+            wakers.into_iter().for_each(Waker::wake);
+            if !progressed {
+                break;
+            }
+        }
+        self.driver.borrow_mut().shutdown(deadline, &mut ready);
+        ready.wakers.drain(..).for_each(Waker::wake);
+        for (orphan, result) in ready.orphans.drain(..) {
+            orphan.complete(result);
+        }
+        self.shared.close();
+        while let Some(runnable) = self.pop_any() {
+            drop_quietly(runnable);
+        }
+        self.flush_stats();
+    }
+
+    fn pop_any(&self) -> Option<Runnable> {
+        let local = self.run_queue.borrow_mut().pop_front();
+        local.or_else(|| self.shared.inbox.pop())
+    }
+}
+
+/// Drops a task's future; a panic in its `Drop` must not take the shard down.
+fn drop_quietly(runnable: Runnable) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(runnable)));
+}
+
+/// The waker of a `block_on` root future: a flag plus an unpark.
+struct RootWaker {
+    woken: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl Wake for RootWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.shared.unpark_if_parked();
+    }
+}

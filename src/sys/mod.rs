@@ -1,0 +1,93 @@
+//! Thin wrappers over the OS. Every platform must provide:
+//!
+//! * [`allowed_cpus`]: the CPUs the calling thread may run on, in order;
+//! * [`pin_current_thread`] and [`AffinityGuard`]: pin the calling thread to one
+//!   CPU and restore its previous affinity afterwards;
+//! * [`EventFd`] (Linux): the counter the io_uring driver parks on.
+
+use std::io;
+
+/// The CPUs the calling thread may run on (its affinity mask), in ascending order.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|id| id.id).collect())
+        .unwrap_or_default()
+}
+
+/// Pins the calling thread to `cpu`.
+pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("could not pin thread to CPU {cpu}")))
+    }
+}
+
+/// Pins the calling thread to one CPU and restores its previous affinity on drop.
+pub(crate) struct AffinityGuard {
+    #[cfg(target_os = "linux")]
+    previous: Option<libc::cpu_set_t>,
+}
+
+impl AffinityGuard {
+    pub(crate) fn pin(cpu: usize) -> AffinityGuard {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: cpu_set_t is plain data; all-zero is a valid empty set.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `set` is a valid, writable cpu_set_t of the size we pass.
+            let rc =
+                unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+            let previous = (rc == 0).then_some(set);
+            // Pinning is best effort: a restricted cgroup may refuse it.
+            let _ = pin_current_thread(cpu);
+            AffinityGuard { previous }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = pin_current_thread(cpu);
+            AffinityGuard {}
+        }
+    }
+}
+
+impl Drop for AffinityGuard {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(set) = &self.previous {
+            // SAFETY: `set` is the mask sched_getaffinity filled in.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+        }
+    }
+}
+
+/// A non-blocking, close-on-exec eventfd.
+#[cfg(target_os = "linux")]
+pub(crate) struct EventFd(std::os::fd::OwnedFd);
+
+#[cfg(target_os = "linux")]
+impl EventFd {
+    pub(crate) fn new() -> io::Result<EventFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd has no memory arguments.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(EventFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn raw(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+
+    /// Adds one to the counter, waking a ring parked on a read of it.
+    pub(crate) fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64. EAGAIN (counter saturated)
+        // still leaves the fd readable, which is all a wake needs.
+        unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) };
+    }
+}

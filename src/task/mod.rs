@@ -1,0 +1,240 @@
+//! Tasks: [`spawn`], [`spawn_on`], [`yield_now`], [`JoinHandle`].
+//!
+//! A task is one `async-task` allocation holding the future, its output and a
+//! small header whose metadata names the owning shard. Waking a task calls
+//! [`crate::shard::schedule`]: on the owner's thread the task goes to the
+//! local (non-atomic) run queue, from anywhere else to the owner's inbox. That
+//! routing is what makes `!Send` futures sound: they are only ever polled and
+//! dropped on the thread of the shard that owns them.
+
+mod join;
+
+pub use join::{JoinError, JoinHandle};
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::shard::{self, Shared};
+
+/// What a task's header carries: the shard that owns (polls and drops) it.
+pub(crate) struct TaskMeta {
+    pub(crate) owner: Arc<Shared>,
+}
+
+pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
+
+/// The payload of a panic caught in a task.
+type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+/// Identifies a shard: `0..runtime.shards()`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId(usize);
+
+impl ShardId {
+    /// The shard with index `index`.
+    ///
+    /// ```
+    /// assert_eq!(ringshard::ShardId::new(3).index(), 3);
+    /// ```
+    pub const fn new(index: usize) -> ShardId {
+        ShardId(index)
+    }
+
+    /// The shard's index, `0..runtime.shards()`.
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl fmt::Debug for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShardId({})", self.0)
+    }
+}
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shard {}", self.0)
+    }
+}
+
+/// Spawns `future` on the current shard. The future may be `!Send`: it never
+/// leaves this shard.
+///
+/// Dropping the returned [`JoinHandle`] detaches the task; it keeps running.
+/// A panic inside the task is caught and returned as a [`JoinError`].
+///
+/// # Panics
+///
+/// When called outside a ringshard runtime.
+///
+/// ```
+/// let rt = ringshard::Runtime::builder().worker_threads(1).build()?;
+/// let out = rt.block_on(async {
+///     let shared = std::rc::Rc::new(20); // !Send is fine
+///     ringshard::spawn(async move { *shared + 22 }).await
+/// });
+/// assert_eq!(out.unwrap(), 42);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[track_caller]
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    shard::with_current(|core| {
+        let (runnable, task) = create(core.shared.clone(), future);
+        core.spawn_local(runnable);
+        JoinHandle::new(task)
+    })
+    .expect("ringshard::spawn called outside a ringshard runtime")
+}
+
+/// Builds a future with `make` on shard `shard` and runs it there (seastar's
+/// `submit_to`). The closure must be `Send`; the future it returns may be
+/// `!Send`; its output comes back through the `Send` [`JoinHandle`].
+///
+/// # Panics
+///
+/// When called outside a ringshard runtime, or when `shard` is not a shard of
+/// the current runtime.
+///
+/// ```
+/// use ringshard::{Runtime, ShardId};
+/// let rt = Runtime::builder().worker_threads(2).pin_threads(false).build()?;
+/// let on = rt.block_on(async {
+///     ringshard::spawn_on(ShardId::new(1), || async { ringshard::current_shard() }).await
+/// });
+/// assert_eq!(on.unwrap(), ShardId::new(1));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[track_caller]
+pub fn spawn_on<F, Fut>(shard: ShardId, make: F) -> JoinHandle<Fut::Output>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    shard::with_current(|core| {
+        let Some(target) = core.runtime.shards.get(shard.index()) else {
+            panic!(
+                "ringshard::spawn_on: {shard} does not exist (the runtime has {} shards)",
+                core.runtime.shards.len()
+            );
+        };
+        if Arc::ptr_eq(target, &core.shared) {
+            return spawn(make());
+        }
+        // The future is built on the target by the task's first poll, so
+        // nothing `!Send` ever exists on this thread.
+        let lazy = async move {
+            shard::with_current(|core| core.count_spawn());
+            make().await
+        };
+        let (runnable, task) = create(target.clone(), lazy);
+        target.push_remote(runnable);
+        JoinHandle::new(task)
+    })
+    .expect("ringshard::spawn_on called outside a ringshard runtime")
+}
+
+fn create<F>(
+    owner: Arc<Shared>,
+    future: F,
+) -> (Runnable, async_task::FallibleTask<Result<F::Output, Panic>, TaskMeta>)
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let builder = async_task::Builder::new().metadata(TaskMeta { owner });
+    // SAFETY: `spawn_unchecked` needs, for a future that is not `Send`, that
+    // it is polled and dropped only on one thread: `shard::schedule` routes
+    // every wake to the owner's own queue, runnables are only run or dropped
+    // by the owner's thread, and a shard that has exited leaks (never drops)
+    // what still reaches it. The future and output are `'static`.
+    let (runnable, task) = unsafe {
+        builder.spawn_unchecked(move |_| CatchUnwind { future: Some(future) }, shard::schedule)
+    };
+    (runnable, task.fallible())
+}
+
+/// Runs a task's future with panics caught, also dropping it inside the
+/// catch once it is done, so a panicking `Drop` cannot unwind into the shard.
+struct CatchUnwind<F> {
+    future: Option<F>,
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Panic>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `future` is structurally pinned: it is never moved out of
+        // the Option, only polled in place and dropped in place.
+        let slot = unsafe { &mut self.get_unchecked_mut().future };
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            let future = slot.as_mut().expect("task polled after completion");
+            // SAFETY: see above; the Option is pinned with `self`.
+            match unsafe { Pin::new_unchecked(future) }.poll(cx) {
+                Poll::Ready(output) => {
+                    *slot = None;
+                    Poll::Ready(output)
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        }));
+        match polled {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| *slot = None));
+                Poll::Ready(Err(panic))
+            }
+        }
+    }
+}
+
+/// Returns the shard the caller runs on.
+///
+/// # Panics
+///
+/// When called outside a ringshard runtime.
+pub fn current_shard() -> ShardId {
+    shard::with_current(|core| core.id()).expect("ringshard::current_shard called outside a ringshard runtime")
+}
+
+/// Yields to the other tasks of the shard once: the task goes to the back of
+/// the run queue.
+///
+/// ```
+/// # let rt = ringshard::Runtime::builder().worker_threads(1).build()?;
+/// rt.block_on(async { ringshard::yield_now().await });
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn yield_now() -> YieldNow {
+    YieldNow { yielded: false }
+}
+
+/// The future of [`yield_now`].
+#[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
