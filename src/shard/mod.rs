@@ -259,6 +259,9 @@ impl Core {
             return;
         }
         bump(&self.counters.parks, 1);
+        // Counters are published before blocking, so `stats()` never waits
+        // on a sleeping shard.
+        self.flush_stats();
         self.driver.borrow_mut().park(timeout);
         self.shared.parked.store(false, Ordering::Relaxed);
     }

@@ -1,14 +1,14 @@
 use std::any::Any;
-use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
-use async_task::FallibleTask;
+use async_task::{FallibleTask, Task};
 
-use super::{Panic, TaskMeta};
+use super::{Failure, Panic, TaskMeta};
 
 /// An owned permission to await a task's output, like tokio's.
 ///
@@ -29,39 +29,47 @@ use super::{Panic, TaskMeta};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct JoinHandle<T> {
-    /// `None` once aborted. A `Cell` so `abort` can take `&self`.
-    task: Cell<Option<FallibleTask<Result<T, Panic>, TaskMeta>>>,
+    /// `None` once the output was taken.
+    task: Option<FallibleTask<Result<T, Failure>, TaskMeta>>,
+    /// Wakes the task so it sees an abort request.
+    waker: Waker,
+    /// The task's `TaskMeta::aborted`; its allocation lives while `task` does.
+    aborted: *const AtomicBool,
 }
 
+// SAFETY: `aborted` points at an atomic inside the task allocation that
+// `task` keeps alive; the other fields are `Send`/`Sync` when `T: Send`, as
+// async-task's handles are.
+unsafe impl<T: Send> Send for JoinHandle<T> {}
+// SAFETY: as above; `&JoinHandle` only reads atomics and wakes.
+unsafe impl<T: Send> Sync for JoinHandle<T> {}
+
 impl<T> JoinHandle<T> {
-    pub(super) fn new(task: FallibleTask<Result<T, Panic>, TaskMeta>) -> JoinHandle<T> {
+    pub(super) fn new(task: Task<Result<T, Failure>, TaskMeta>, waker: Waker) -> JoinHandle<T> {
+        let aborted: *const AtomicBool = &task.metadata().aborted;
         JoinHandle {
-            task: Cell::new(Some(task)),
+            task: Some(task.fallible()),
+            waker,
+            aborted,
         }
     }
 
-    /// Cancels the task: its future is dropped (on its own shard) at the
-    /// next opportunity, and awaiting this handle gives a cancelled
-    /// [`JoinError`]. A task that already finished keeps its output.
+    /// Cancels the task: its future is dropped on its own shard at its next
+    /// turn, and awaiting this handle then gives a cancelled [`JoinError`]
+    /// (after the drop). A task that already finished keeps its output.
     pub fn abort(&self) {
-        if let Some(task) = self.task.take() {
-            if task.is_finished() {
-                self.task.set(Some(task));
+        if let Some(task) = &self.task {
+            if !task.is_finished() {
+                // SAFETY: `task` is alive, so is the allocation `aborted` is in.
+                unsafe { &*self.aborted }.store(true, Ordering::Release);
+                self.waker.wake_by_ref();
             }
-            // Dropping a `FallibleTask` cancels the task.
         }
     }
 
-    /// Whether the task has finished (completed, panicked or was aborted).
+    /// Whether the task has finished (completed, panicked or was cancelled).
     pub fn is_finished(&self) -> bool {
-        match self.task.take() {
-            Some(task) => {
-                let finished = task.is_finished();
-                self.task.set(Some(task));
-                finished
-            }
-            None => true,
-        }
+        self.task.as_ref().is_none_or(|task| task.is_finished())
     }
 }
 
@@ -69,24 +77,24 @@ impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let slot = self.get_mut().task.get_mut();
-        let Some(task) = slot.as_mut() else {
-            return Poll::Ready(Err(JoinError::cancelled()));
+        let this = self.get_mut();
+        let Some(task) = this.task.as_mut() else {
+            panic!("JoinHandle polled after it returned the task's result");
         };
         let output = match Pin::new(task).poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(value))) => Ok(value),
-            Poll::Ready(Some(Err(panic))) => Err(JoinError(Repr::Panic(panic))),
-            Poll::Ready(None) => Err(JoinError::cancelled()),
+            Poll::Ready(Some(Err(Failure::Panic(panic)))) => Err(JoinError(Repr::Panic(panic))),
+            Poll::Ready(Some(Err(Failure::Aborted)) | None) => Err(JoinError::cancelled()),
         };
-        *slot = None;
+        this.task = None;
         Poll::Ready(output)
     }
 }
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        if let Some(task) = self.task.get_mut().take() {
+        if let Some(task) = self.task.take() {
             task.detach();
         }
     }

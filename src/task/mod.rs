@@ -15,14 +15,17 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::shard::{self, Shared};
 
-/// What a task's header carries: the shard that owns (polls and drops) it.
+/// What a task's header carries: the shard that owns (polls and drops) it,
+/// and the abort request its `JoinHandle` may set.
 pub(crate) struct TaskMeta {
     pub(crate) owner: Arc<Shared>,
+    pub(crate) aborted: AtomicBool,
 }
 
 pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
@@ -88,9 +91,9 @@ where
     F::Output: 'static,
 {
     shard::with_current(|core| {
-        let (runnable, task) = create(core.shared.clone(), future);
+        let (runnable, handle) = create(core.shared.clone(), future);
         core.spawn_local(runnable);
-        JoinHandle::new(task)
+        handle
     })
     .expect("ringshard::spawn called outside a ringshard runtime")
 }
@@ -136,46 +139,71 @@ where
             shard::with_current(|core| core.count_spawn());
             make().await
         };
-        let (runnable, task) = create(target.clone(), lazy);
+        let (runnable, handle) = create(target.clone(), lazy);
         target.push_remote(runnable);
-        JoinHandle::new(task)
+        handle
     })
     .expect("ringshard::spawn_on called outside a ringshard runtime")
 }
 
-fn create<F>(
-    owner: Arc<Shared>,
-    future: F,
-) -> (Runnable, async_task::FallibleTask<Result<F::Output, Panic>, TaskMeta>)
+fn create<F>(owner: Arc<Shared>, future: F) -> (Runnable, JoinHandle<F::Output>)
 where
     F: Future + 'static,
     F::Output: 'static,
 {
-    let builder = async_task::Builder::new().metadata(TaskMeta { owner });
+    let meta = TaskMeta {
+        owner,
+        aborted: AtomicBool::new(false),
+    };
+    let builder = async_task::Builder::new().metadata(meta);
     // SAFETY: `spawn_unchecked` needs, for a future that is not `Send`, that
     // it is polled and dropped only on one thread: `shard::schedule` routes
     // every wake to the owner's own queue, runnables are only run or dropped
     // by the owner's thread, and a shard that has exited leaks (never drops)
-    // what still reaches it. The future and output are `'static`.
+    // what still reaches it. The future and output are `'static`; the
+    // metadata pointer the wrapper keeps lives in the same allocation as the
+    // wrapper and outlives it.
     let (runnable, task) = unsafe {
-        builder.spawn_unchecked(move |_| CatchUnwind { future: Some(future) }, shard::schedule)
+        builder.spawn_unchecked(
+            move |meta: &TaskMeta| CatchUnwind {
+                future: Some(future),
+                aborted: &meta.aborted,
+            },
+            shard::schedule,
+        )
     };
-    (runnable, task.fallible())
+    let waker = runnable.waker();
+    (runnable, JoinHandle::new(task, waker))
 }
 
 /// Runs a task's future with panics caught, also dropping it inside the
-/// catch once it is done, so a panicking `Drop` cannot unwind into the shard.
+/// catch (async-task aborts the process if a future's `Drop` panics in its
+/// hands). Checks the abort flag before every poll.
 struct CatchUnwind<F> {
     future: Option<F>,
+    /// `TaskMeta::aborted` of this task, in the same allocation.
+    aborted: *const AtomicBool,
+}
+
+/// Why a task's wrapper finished without an output.
+pub(crate) enum Failure {
+    Panic(Panic),
+    Aborted,
 }
 
 impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Panic>;
+    type Output = Result<F::Output, Failure>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: `future` is structurally pinned: it is never moved out of
         // the Option, only polled in place and dropped in place.
-        let slot = unsafe { &mut self.get_unchecked_mut().future };
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: the metadata outlives the wrapper (see `create`).
+        if unsafe { &*this.aborted }.load(Ordering::Acquire) {
+            this.drop_future();
+            return Poll::Ready(Err(Failure::Aborted));
+        }
+        let slot = &mut this.future;
         let polled = catch_unwind(AssertUnwindSafe(|| {
             let future = slot.as_mut().expect("task polled after completion");
             // SAFETY: see above; the Option is pinned with `self`.
@@ -191,10 +219,24 @@ impl<F: Future> Future for CatchUnwind<F> {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(panic) => {
-                let _ = catch_unwind(AssertUnwindSafe(|| *slot = None));
-                Poll::Ready(Err(panic))
+                this.drop_future();
+                Poll::Ready(Err(Failure::Panic(panic)))
             }
         }
+    }
+}
+
+impl<F> CatchUnwind<F> {
+    /// Drops the future in place; a panic in its `Drop` is swallowed.
+    fn drop_future(&mut self) {
+        let slot = &mut self.future;
+        let _ = catch_unwind(AssertUnwindSafe(|| *slot = None));
+    }
+}
+
+impl<F> Drop for CatchUnwind<F> {
+    fn drop(&mut self) {
+        self.drop_future();
     }
 }
 
