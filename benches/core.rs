@@ -1,1 +1,178 @@
-fn main() {}
+//! Core runtime throughput, ringshard beside tokio's current_thread runtime in
+//! the same process: spawn+join and timer register+cancel.
+//!
+//! `taskset -c 0 cargo bench --bench core` (one core: both runtimes run on
+//! the calling thread). Rounds alternate between the runtimes; the median
+//! round is reported, with the ratio tokio / ringshard (> 1: ringshard faster).
+
+use std::future::{poll_fn, Future};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 7;
+const TASKS: u64 = 200_000;
+const TIMERS: u64 = 500_000;
+
+fn ringshard_rt() -> ringshard::Runtime {
+    ringshard::Runtime::builder()
+        .worker_threads(1)
+        .build()
+        .expect("ringshard runtime")
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Spawns `TASKS` tasks, then joins them all: ns per task.
+fn spawn_join_ringshard(rt: &ringshard::Runtime) -> f64 {
+    rt.block_on(async {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..TASKS)
+            .map(|i| ringshard::spawn(async move { black_box(i) }))
+            .collect();
+        let mut sum = 0;
+        for handle in handles {
+            sum += handle.await.unwrap();
+        }
+        assert_eq!(sum, TASKS * (TASKS - 1) / 2);
+        start.elapsed().as_nanos() as f64 / TASKS as f64
+    })
+}
+
+fn spawn_join_tokio(rt: &tokio::runtime::Runtime) -> f64 {
+    rt.block_on(async {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..TASKS)
+            .map(|i| tokio::spawn(async move { black_box(i) }))
+            .collect();
+        let mut sum = 0;
+        for handle in handles {
+            sum += handle.await.unwrap();
+        }
+        assert_eq!(sum, TASKS * (TASKS - 1) / 2);
+        start.elapsed().as_nanos() as f64 / TASKS as f64
+    })
+}
+
+/// Polls `future` once (registering it), then drops it.
+async fn poll_once<F: Future>(future: F) {
+    let mut future = pin!(future);
+    poll_fn(|cx| {
+        assert!(future.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+}
+
+/// Registers a 1 s timer and cancels it, `TIMERS` times: ns per timer.
+fn timers_ringshard(rt: &ringshard::Runtime) -> f64 {
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..TIMERS {
+            poll_once(ringshard::sleep(Duration::from_millis(1000 + i % 1000))).await;
+        }
+        start.elapsed().as_nanos() as f64 / TIMERS as f64
+    })
+}
+
+fn timers_tokio(rt: &tokio::runtime::Runtime) -> f64 {
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..TIMERS {
+            poll_once(tokio::time::sleep(Duration::from_millis(1000 + i % 1000))).await;
+        }
+        start.elapsed().as_nanos() as f64 / TIMERS as f64
+    })
+}
+
+/// Same, with deadlines computed up front: register+cancel without the clock
+/// read that `sleep(duration)` makes.
+fn timers_until_ringshard(rt: &ringshard::Runtime) -> f64 {
+    rt.block_on(async {
+        let base = Instant::now() + Duration::from_secs(1);
+        let start = Instant::now();
+        for i in 0..TIMERS {
+            poll_once(ringshard::time::sleep_until(
+                base + Duration::from_millis(i % 1000),
+            ))
+            .await;
+        }
+        start.elapsed().as_nanos() as f64 / TIMERS as f64
+    })
+}
+
+fn timers_until_tokio(rt: &tokio::runtime::Runtime) -> f64 {
+    rt.block_on(async {
+        let base = tokio::time::Instant::now() + Duration::from_secs(1);
+        let start = Instant::now();
+        for i in 0..TIMERS {
+            poll_once(tokio::time::sleep_until(
+                base + Duration::from_millis(i % 1000),
+            ))
+            .await;
+        }
+        start.elapsed().as_nanos() as f64 / TIMERS as f64
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
+
+fn compare(name: &str, ours: impl Fn() -> f64, theirs: impl Fn() -> f64) {
+    // Warm-up round for both, not counted.
+    ours();
+    theirs();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        a.push(ours());
+        b.push(theirs());
+    }
+    let (a, b) = (median(a), median(b));
+    println!(
+        "{name:<24} ringshard {a:>8.1} ns/op   tokio {b:>8.1} ns/op   tokio/ringshard {:>5.2}x",
+        b / a
+    );
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries with no arguments other
+    // than `--bench` absent; keep that run short.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let ours = ringshard_rt();
+    let theirs = tokio_rt();
+    if quick {
+        spawn_join_ringshard(&ours);
+        timers_ringshard(&ours);
+        timers_until_ringshard(&ours);
+        println!("benches/core: smoke run only (use `cargo bench --bench core`)");
+        return;
+    }
+    println!(
+        "driver: {:?}, {} rounds, median",
+        ours.driver_kind(),
+        ROUNDS
+    );
+    compare(
+        "spawn+join",
+        || spawn_join_ringshard(&ours),
+        || spawn_join_tokio(&theirs),
+    );
+    compare(
+        "sleep(d) poll+drop",
+        || timers_ringshard(&ours),
+        || timers_tokio(&theirs),
+    );
+    compare(
+        "sleep_until poll+drop",
+        || timers_until_ringshard(&ours),
+        || timers_until_tokio(&theirs),
+    );
+}

@@ -24,7 +24,9 @@ fn main() -> std::io::Result<()> {
         }
 
         let slow = ringshard::sleep(Duration::from_secs(3600));
-        let timed_out = ringshard::timeout(Duration::from_millis(5), slow).await.is_err();
+        let timed_out = ringshard::timeout(Duration::from_millis(5), slow)
+            .await
+            .is_err();
         format!(
             "{shard}: slept 20 ms in {slept:.2?}, 10 ticks of 10 ms at most {late:.2?} late, \
              timeout fired: {timed_out}"

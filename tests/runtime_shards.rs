@@ -21,18 +21,35 @@ fn two_shards_run_one_thread_each_pinned_to_its_own_core() {
         let rt = builder.worker_threads(2).pin_threads(true).build().unwrap();
         assert_eq!(rt.shards(), 2);
         let seen = rt.block_on_all(|shard: ShardId| async move {
-            (shard, std::thread::current().id(), allowed_cpus(), current_cpu())
+            (
+                shard,
+                std::thread::current().id(),
+                allowed_cpus(),
+                current_cpu(),
+            )
         });
         assert_eq!(seen[0].0, ShardId::new(0));
         assert_eq!(seen[1].0, ShardId::new(1));
-        assert_eq!(seen[0].1, std::thread::current().id(), "shard 0 is the caller");
+        assert_eq!(
+            seen[0].1,
+            std::thread::current().id(),
+            "shard 0 is the caller"
+        );
         assert_ne!(seen[0].1, seen[1].1, "one thread per shard");
         for (shard, _, mask, cpu) in &seen {
-            assert_eq!(mask.len(), 1, "{shard:?} is pinned to exactly one CPU: {mask:?}");
+            assert_eq!(
+                mask.len(),
+                1,
+                "{shard:?} is pinned to exactly one CPU: {mask:?}"
+            );
             assert_eq!(mask[0], *cpu, "{shard:?} runs where it is pinned");
         }
         assert_ne!(seen[0].2, seen[1].2, "each shard on its own core");
-        assert_eq!(allowed_cpus(), before, "block_on restores the caller's affinity");
+        assert_eq!(
+            allowed_cpus(),
+            before,
+            "block_on restores the caller's affinity"
+        );
     });
 }
 
@@ -43,18 +60,38 @@ fn bad_builder_settings_are_clear_errors() {
         (Runtime::builder().worker_threads(0), "worker_threads"),
         (Runtime::builder().io_entries(0), "io_entries"),
         (Runtime::builder().io_entries(1 << 20), "io_entries"),
-        (Runtime::builder().worker_threads(cpus + 1).pin_threads(true), "pin_threads(false)"),
-        (Runtime::builder().worker_threads(100_000).pin_threads(false), "worker_threads"),
+        (
+            Runtime::builder()
+                .worker_threads(cpus + 1)
+                .pin_threads(true),
+            "pin_threads(false)",
+        ),
+        (
+            Runtime::builder()
+                .worker_threads(100_000)
+                .pin_threads(false),
+            "worker_threads",
+        ),
         (Runtime::builder().thread_name("bad\0name"), "thread_name"),
     ];
     for (builder, mention) in cases {
         let error = builder.build().expect_err("bad settings must fail");
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
-        assert!(error.to_string().contains(mention), "{error:?} should mention {mention}");
+        assert!(
+            error.to_string().contains(mention),
+            "{error:?} should mention {mention}"
+        );
     }
     // More shards than CPUs is fine when they are not pinned.
-    let rt = Runtime::builder().worker_threads(cpus + 1).pin_threads(false).build().unwrap();
-    assert_eq!(rt.block_on_all(|s: ShardId| async move { s.index() }).len(), cpus + 1);
+    let rt = Runtime::builder()
+        .worker_threads(cpus + 1)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.block_on_all(|s: ShardId| async move { s.index() }).len(),
+        cpus + 1
+    );
 }
 
 #[test]
@@ -92,8 +129,14 @@ fn shutdown_timeout_returns_within_its_bound_while_tasks_loop_forever() {
         rt.shutdown_timeout(Duration::from_millis(300));
         let took = start.elapsed();
         release.store(true, Ordering::SeqCst);
-        assert!(took >= Duration::from_millis(250), "returned before the stuck shard: {took:?}");
-        assert!(took < Duration::from_millis(800), "shutdown_timeout(300ms) took {took:?}");
+        assert!(
+            took >= Duration::from_millis(250),
+            "returned before the stuck shard: {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(800),
+            "shutdown_timeout(300ms) took {took:?}"
+        );
     });
 }
 
@@ -115,10 +158,13 @@ fn shutdown_cancels_pending_tasks_quickly_and_drops_their_futures() {
                 for shard in 0..2 {
                     for _ in 0..500 {
                         let guard = Dropped(dropped.clone());
-                        handles.push(ringshard::spawn_on(ShardId::new(shard), move || async move {
-                            let _guard = guard;
-                            ringshard::sleep(Duration::from_secs(3600)).await;
-                        }));
+                        handles.push(ringshard::spawn_on(
+                            ShardId::new(shard),
+                            move || async move {
+                                let _guard = guard;
+                                ringshard::sleep(Duration::from_secs(3600)).await;
+                            },
+                        ));
                     }
                 }
                 ringshard::sleep(Duration::from_millis(20)).await;
@@ -127,7 +173,11 @@ fn shutdown_cancels_pending_tasks_quickly_and_drops_their_futures() {
         });
         let start = Instant::now();
         drop(rt);
-        assert!(start.elapsed() < Duration::from_secs(1), "drop took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "drop took {:?}",
+            start.elapsed()
+        );
         assert_eq!(dropped.load(Ordering::SeqCst), 1000, "every future dropped");
         for handle in handles {
             assert!(handle.is_finished());
@@ -149,7 +199,10 @@ fn stats_count_per_shard() {
         let deadline = Instant::now() + Duration::from_secs(1);
         let stats = loop {
             let stats = rt.stats();
-            let done = stats.shards().iter().all(|s| s.tasks_spawned >= 10 && s.timers_fired >= 1);
+            let done = stats
+                .shards()
+                .iter()
+                .all(|s| s.tasks_spawned >= 10 && s.timers_fired >= 1);
             if done || Instant::now() > deadline {
                 break stats;
             }
@@ -162,6 +215,9 @@ fn stats_count_per_shard() {
             assert!(shard.timers_fired >= 1, "{shard:?}");
             assert!(shard.parks >= 1, "{shard:?}");
         }
-        assert!(stats.total().remote_wakes >= 1, "shard 1's root arrives through its inbox");
+        assert!(
+            stats.total().remote_wakes >= 1,
+            "shard 1's root arrives through its inbox"
+        );
     });
 }

@@ -121,7 +121,9 @@ fn spawn_on_builds_a_not_send_future_on_the_target_shard() {
                 let counter = Rc::new(Cell::new(0));
                 for _ in 0..10 {
                     let counter = counter.clone();
-                    spawn(async move { counter.set(counter.get() + 1) }).await.unwrap();
+                    spawn(async move { counter.set(counter.get() + 1) })
+                        .await
+                        .unwrap();
                     yield_now().await;
                 }
                 (counter.get(), current_shard(), std::thread::current().id())
@@ -156,7 +158,8 @@ fn waker_woken_a_million_times_from_four_threads_completes() {
                                     if i % 2 == 0 {
                                         waker.wake_by_ref();
                                     } else {
-                                        waker.clone().wake();
+                                        // A clone woken by value: exercises clone and drop across threads.
+                                        std::hint::black_box(waker.clone()).wake();
                                     }
                                 }
                                 done.fetch_add(1, Ordering::SeqCst);

@@ -52,7 +52,10 @@ fn sleep_durations_are_honoured_across_wheel_levels() {
                 let start = Instant::now();
                 sleep(Duration::from_millis(ms)).await;
                 let took = start.elapsed();
-                assert!(took >= Duration::from_millis(ms), "sleep({ms} ms) took {took:?}");
+                assert!(
+                    took >= Duration::from_millis(ms),
+                    "sleep({ms} ms) took {took:?}"
+                );
             }
         });
     });
@@ -70,9 +73,14 @@ fn timeouts_fire_in_deadline_order_and_never_early() {
                 .map(|ms| {
                     let order = order.clone();
                     spawn(async move {
-                        let result = timeout(Duration::from_millis(ms), sleep(Duration::from_secs(3600))).await;
+                        let result =
+                            timeout(Duration::from_millis(ms), sleep(Duration::from_secs(3600)))
+                                .await;
                         assert!(result.is_err());
-                        assert!(start.elapsed() >= Duration::from_millis(ms), "timeout {ms} early");
+                        assert!(
+                            start.elapsed() >= Duration::from_millis(ms),
+                            "timeout {ms} early"
+                        );
                         order.borrow_mut().push(ms);
                     })
                 })
@@ -130,7 +138,10 @@ fn a_shard_that_only_sleeps_parks_instead_of_spinning() {
         });
         for (shard, cpu) in [("shard 0", used.0), ("shard 1", used.1)] {
             eprintln!("{shard} used {cpu:?} of CPU over a 300 ms sleep");
-            assert!(cpu < Duration::from_millis(10), "{shard} used {cpu:?} while sleeping");
+            assert!(
+                cpu < Duration::from_millis(10),
+                "{shard} used {cpu:?} while sleeping"
+            );
         }
     });
 }

@@ -99,6 +99,10 @@ impl Unparker {
 }
 
 /// One shard's driver.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per shard, built once and never moved on a hot path"
+)]
 pub(crate) enum Driver {
     #[cfg(target_os = "linux")]
     Uring(uring::UringDriver),

@@ -141,7 +141,10 @@ impl Builder {
                 Err(error) => {
                     return Err(io::Error::new(
                         error.kind(),
-                        format!("ringshard: cannot start the {kind:?} driver: {}", describe(&error)),
+                        format!(
+                            "ringshard: cannot start the {kind:?} driver: {}",
+                            describe(&error)
+                        ),
                     ))
                 }
             }
@@ -235,9 +238,14 @@ impl Builder {
             let spawned = thread::Builder::new()
                 .name(format!("{}-{index}", self.thread_name))
                 .spawn({
-                    let cpu = self.pin_threads.then(|| cpus[index]);
-                    let (entries, config, done_tx) = (self.io_entries, self.config(), done_tx.clone());
-                    move || worker_main(index, kind, entries, cpu, config, ready_tx, start_rx, done_tx)
+                    let cpu = cpus.get(index).copied().filter(|_| self.pin_threads);
+                    let (entries, config, done_tx) =
+                        (self.io_entries, self.config(), done_tx.clone());
+                    move || {
+                        worker_main(
+                            index, kind, entries, cpu, config, ready_tx, start_rx, done_tx,
+                        )
+                    }
                 });
             let thread = match spawned {
                 Ok(thread) => thread,
@@ -249,7 +257,10 @@ impl Builder {
             match ready_rx.recv() {
                 Ok(Ok(shared)) => {
                     all.push(shared);
-                    workers.push(Worker { thread: Some(thread), start: Some(start_tx) });
+                    workers.push(Worker {
+                        thread: Some(thread),
+                        start: Some(start_tx),
+                    });
                 }
                 Ok(Err(error)) => {
                     failure = Some(error);
@@ -257,7 +268,9 @@ impl Builder {
                     break;
                 }
                 Err(_) => {
-                    failure = Some(io::Error::other(format!("ringshard: shard {index} died while starting")));
+                    failure = Some(io::Error::other(format!(
+                        "ringshard: shard {index} died while starting"
+                    )));
                     let _ = thread.join();
                     break;
                 }
@@ -273,19 +286,37 @@ impl Builder {
             }
             return Err(error);
         }
-        let shared = Arc::new(RuntimeShared { shards: all, deadline: OnceLock::new() });
+        let shared = Arc::new(RuntimeShared {
+            shards: all,
+            deadline: OnceLock::new(),
+        });
         for worker in &mut workers {
             if let Some(start) = worker.start.take() {
                 let _ = start.send(shared.clone());
             }
         }
-        let core = Core::new(shared.shards[0].clone(), shared.clone(), driver, self.config());
-        Ok(Runtime::from_parts(shared, core, workers, done, kind, self.pin_threads.then(|| cpus[0])))
+        let core = Core::new(
+            shared.shards[0].clone(),
+            shared.clone(),
+            driver,
+            self.config(),
+        );
+        Ok(Runtime::from_parts(
+            shared,
+            core,
+            workers,
+            done,
+            kind,
+            self.pin_threads.then(|| cpus[0]),
+        ))
     }
 }
 
 /// The body of shard `index`'s thread.
-#[allow(clippy::too_many_arguments, reason = "one call site, all plain settings")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site, all plain settings"
+)]
 fn worker_main(
     index: usize,
     kind: DriverKind,

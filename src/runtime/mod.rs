@@ -144,7 +144,10 @@ impl Runtime {
                     Ok(output) => outputs.push(output),
                     Err(error) => match error.try_into_panic() {
                         Ok(panic) => resume_unwind(panic),
-                        Err(_) => panic!("block_on_all: the future of shard {} was cancelled", index + 1),
+                        Err(_) => panic!(
+                            "block_on_all: the future of shard {} was cancelled",
+                            index + 1
+                        ),
                     },
                 }
             }
@@ -164,7 +167,13 @@ impl Runtime {
 
     /// A snapshot of every shard's counters.
     pub fn stats(&self) -> RuntimeStats {
-        RuntimeStats::new(self.shared.shards.iter().map(|s| s.stats.snapshot()).collect())
+        RuntimeStats::new(
+            self.shared
+                .shards
+                .iter()
+                .map(|s| s.stats.snapshot())
+                .collect(),
+        )
     }
 
     /// Shuts down gracefully: every shard cancels (drops) its tasks, cancels

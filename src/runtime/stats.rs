@@ -42,17 +42,19 @@ impl RuntimeStats {
 
     /// The counters summed over all shards.
     pub fn total(&self) -> ShardStats {
-        self.shards.iter().fold(ShardStats::default(), |a, b| ShardStats {
-            tasks_spawned: a.tasks_spawned + b.tasks_spawned,
-            polls: a.polls + b.polls,
-            remote_wakes: a.remote_wakes + b.remote_wakes,
-            steals: a.steals + b.steals,
-            ops_submitted: a.ops_submitted + b.ops_submitted,
-            ops_completed: a.ops_completed + b.ops_completed,
-            driver_waits: a.driver_waits + b.driver_waits,
-            parks: a.parks + b.parks,
-            timers_fired: a.timers_fired + b.timers_fired,
-            cq_overflows: a.cq_overflows + b.cq_overflows,
-        })
+        self.shards
+            .iter()
+            .fold(ShardStats::default(), |a, b| ShardStats {
+                tasks_spawned: a.tasks_spawned + b.tasks_spawned,
+                polls: a.polls + b.polls,
+                remote_wakes: a.remote_wakes + b.remote_wakes,
+                steals: a.steals + b.steals,
+                ops_submitted: a.ops_submitted + b.ops_submitted,
+                ops_completed: a.ops_completed + b.ops_completed,
+                driver_waits: a.driver_waits + b.driver_waits,
+                parks: a.parks + b.parks,
+                timers_fired: a.timers_fired + b.timers_fired,
+                cq_overflows: a.cq_overflows + b.cq_overflows,
+            })
     }
 }

@@ -71,7 +71,10 @@ pub(crate) struct EnterGuard<'a> {
 
 pub(crate) fn enter(core: &Core) -> EnterGuard<'_> {
     let previous = CURRENT.with(|current| current.replace(core));
-    EnterGuard { previous, _core: core }
+    EnterGuard {
+        previous,
+        _core: core,
+    }
 }
 
 impl Drop for EnterGuard<'_> {
@@ -87,7 +90,10 @@ pub(crate) fn schedule(runnable: Runnable) {
     if !core.is_null() {
         // SAFETY: see `with_current`.
         let core = unsafe { &*core };
-        if ptr::eq(Arc::as_ptr(&core.shared), Arc::as_ptr(&runnable.metadata().owner)) {
+        if ptr::eq(
+            Arc::as_ptr(&core.shared),
+            Arc::as_ptr(&runnable.metadata().owner),
+        ) {
             core.run_queue.borrow_mut().push_back(runnable);
             return;
         }
@@ -234,7 +240,10 @@ impl Core {
         let now = Instant::now();
         self.now.set(now);
         let mut fired = self.fired.borrow_mut();
-        let count = self.wheel.borrow_mut().advance(self.tick_floor(now), &mut fired);
+        let count = self
+            .wheel
+            .borrow_mut()
+            .advance(self.tick_floor(now), &mut fired);
         if count > 0 {
             bump(&self.counters.timers_fired, count as u64);
             let wakers = std::mem::take(&mut *fired);
@@ -299,23 +308,33 @@ impl Core {
         let c = &self.counters;
         stats.spawned.store(c.spawned.get(), Ordering::Relaxed);
         stats.polls.store(c.polls.get(), Ordering::Relaxed);
-        stats.remote_wakes.store(c.remote_wakes.get(), Ordering::Relaxed);
+        stats
+            .remote_wakes
+            .store(c.remote_wakes.get(), Ordering::Relaxed);
         stats.parks.store(c.parks.get(), Ordering::Relaxed);
-        stats.timers_fired.store(c.timers_fired.get(), Ordering::Relaxed);
-        stats.ops_submitted.store(driver.submitted, Ordering::Relaxed);
-        stats.ops_completed.store(driver.completed, Ordering::Relaxed);
+        stats
+            .timers_fired
+            .store(c.timers_fired.get(), Ordering::Relaxed);
+        stats
+            .ops_submitted
+            .store(driver.submitted, Ordering::Relaxed);
+        stats
+            .ops_completed
+            .store(driver.completed, Ordering::Relaxed);
         stats.driver_waits.store(driver.enters, Ordering::Relaxed);
-        stats.cq_overflows.store(driver.cq_overflows, Ordering::Relaxed);
+        stats
+            .cq_overflows
+            .store(driver.cq_overflows, Ordering::Relaxed);
     }
 
     fn tick_floor(&self, instant: Instant) -> u64 {
-        instant.saturating_duration_since(self.origin).as_millis() as u64
+        let since = instant.saturating_duration_since(self.origin);
+        since.as_secs() * 1000 + u64::from(since.subsec_millis())
     }
 
     fn tick_ceil(&self, instant: Instant) -> u64 {
         let since = instant.saturating_duration_since(self.origin);
-        let ms = since.as_millis() as u64;
-        ms + u64::from(since.subsec_nanos() % 1_000_000 != 0)
+        since.as_secs() * 1000 + u64::from(since.subsec_nanos().div_ceil(1_000_000))
     }
 
     /// Polls a sleep until `deadline`: ready once the shard's clock has
@@ -336,16 +355,21 @@ impl Core {
             return Poll::Ready(());
         }
         if let Some((uid, key)) = *registration {
-            if uid == self.uid && wheel.update_waker(key, cx.waker()) {
-                return Poll::Pending;
+            if uid == self.uid {
+                if wheel.update_waker(key, cx.waker()) {
+                    return Poll::Pending;
+                }
+                // Fired, yet the shard's clock is short of the deadline: it
+                // lay beyond the wheel's horizon. Check the real clock.
+                if Instant::now() >= deadline {
+                    *registration = None;
+                    return Poll::Ready(());
+                }
             }
         }
-        // Not registered here yet, moved from another shard, or fired early
-        // because the deadline was beyond the wheel's horizon.
-        if Instant::now() >= deadline {
-            *registration = None;
-            return Poll::Ready(());
-        }
+        // First poll, or moved here from another shard. Registering is safe
+        // without reading the clock: the wheel only fires at ticks the real
+        // clock has passed, and the tick is rounded up from the deadline.
         let key = wheel.insert(self.tick_ceil(deadline), cx.waker().clone());
         *registration = Some((self.uid, key));
         Poll::Pending

@@ -19,7 +19,9 @@ pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
         Ok(())
     } else {
-        Err(io::Error::other(format!("could not pin thread to CPU {cpu}")))
+        Err(io::Error::other(format!(
+            "could not pin thread to CPU {cpu}"
+        )))
     }
 }
 
@@ -36,8 +38,9 @@ impl AffinityGuard {
             // SAFETY: cpu_set_t is plain data; all-zero is a valid empty set.
             let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
             // SAFETY: `set` is a valid, writable cpu_set_t of the size we pass.
-            let rc =
-                unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+            let rc = unsafe {
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
+            };
             let previous = (rc == 0).then_some(set);
             // Pinning is best effort: a restricted cgroup may refuse it.
             let _ = pin_current_thread(cpu);

@@ -2,7 +2,7 @@
 //!
 //! A task is one `async-task` allocation holding the future, its output and a
 //! small header whose metadata names the owning shard. Waking a task calls
-//! [`crate::shard::schedule`]: on the owner's thread the task goes to the
+//! `shard::schedule`: on the owner's thread the task goes to the
 //! local (non-atomic) run queue, from anywhere else to the owner's inbox. That
 //! routing is what makes `!Send` futures sound: they are only ever polled and
 //! dropped on the thread of the shard that owns them.
@@ -246,7 +246,8 @@ impl<F> Drop for CatchUnwind<F> {
 ///
 /// When called outside a ringshard runtime.
 pub fn current_shard() -> ShardId {
-    shard::with_current(|core| core.id()).expect("ringshard::current_shard called outside a ringshard runtime")
+    shard::with_current(|core| core.id())
+        .expect("ringshard::current_shard called outside a ringshard runtime")
 }
 
 /// Yields to the other tasks of the shard once: the task goes to the back of

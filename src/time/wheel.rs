@@ -214,7 +214,11 @@ impl Wheel {
             let current = (self.elapsed >> shift) as u32 & (SLOTS as u32 - 1);
             // Level 0's current slot is due now; on higher levels the current
             // slot only holds entries of the next rotation, so it comes last.
-            let first = if level == 0 { current } else { (current + 1) % SLOTS as u32 };
+            let first = if level == 0 {
+                current
+            } else {
+                (current + 1) % SLOTS as u32
+            };
             let slot = (occupied.rotate_right(first).trailing_zeros() + first) as usize % SLOTS;
             let slot_range = 1u64 << shift;
             let level_range = slot_range << SLOT_BITS;

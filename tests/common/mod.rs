@@ -21,14 +21,24 @@ pub fn each_driver(body: impl Fn(Builder)) {
 /// too few CPUs.
 pub fn runtime(builder: Builder, shards: usize) -> Runtime {
     let pin = allowed_cpus().len() >= shards;
-    let rt = builder.worker_threads(shards).pin_threads(pin).build().expect("runtime");
-    assert!(matches!(rt.driver_kind(), DriverKind::IoUring | DriverKind::Epoll));
+    let rt = builder
+        .worker_threads(shards)
+        .pin_threads(pin)
+        .build()
+        .expect("runtime");
+    assert!(matches!(
+        rt.driver_kind(),
+        DriverKind::IoUring | DriverKind::Epoll
+    ));
     rt
 }
 
 /// CPU time the calling thread has used.
 pub fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0);
@@ -40,7 +50,8 @@ pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     assert_eq!(rc, 0);
     (0..libc::CPU_SETSIZE as usize)
         // SAFETY: `cpu` is below CPU_SETSIZE.

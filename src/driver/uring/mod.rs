@@ -126,7 +126,10 @@ impl UringDriver {
 
     /// The op's result once its CQE arrived; otherwise records the waker.
     pub(crate) fn poll_op(&mut self, key: OpKey, waker: &Waker) -> Option<i32> {
-        let slot = self.ops.get_mut(key.index).filter(|s| s.generation == key.generation)?;
+        let slot = self
+            .ops
+            .get_mut(key.index)
+            .filter(|s| s.generation == key.generation)?;
         match &mut slot.state {
             Lifecycle::Completed(result) => {
                 let result = *result;
@@ -149,7 +152,10 @@ impl UringDriver {
         orphan: Box<dyn Orphan>,
         cancel: bool,
     ) -> Option<(Box<dyn Orphan>, i32)> {
-        let Some(slot) = self.ops.get_mut(key.index).filter(|s| s.generation == key.generation)
+        let Some(slot) = self
+            .ops
+            .get_mut(key.index)
+            .filter(|s| s.generation == key.generation)
         else {
             return Some((orphan, -libc::ECANCELED));
         };
@@ -159,7 +165,9 @@ impl UringDriver {
         }
         slot.state = Lifecycle::Abandoned(orphan);
         if cancel {
-            let sqe = opcode::AsyncCancel::new(key.user_data()).build().user_data(TOKEN_IGNORE);
+            let sqe = opcode::AsyncCancel::new(key.user_data())
+                .build()
+                .user_data(TOKEN_IGNORE);
             // SAFETY: an ASYNC_CANCEL carries no pointers.
             unsafe { self.push(sqe) };
         }
@@ -278,7 +286,10 @@ impl UringDriver {
             _ => {
                 let index = (user_data & u64::from(u32::MAX)) as usize;
                 let generation = (user_data >> 32) as u32;
-                let Some(slot) = self.ops.get_mut(index).filter(|s| s.generation == generation)
+                let Some(slot) = self
+                    .ops
+                    .get_mut(index)
+                    .filter(|s| s.generation == generation)
                 else {
                     return;
                 };
@@ -320,17 +331,28 @@ impl UringDriver {
             .ops
             .iter()
             .filter(|(_, slot)| !matches!(slot.state, Lifecycle::Completed(_)))
-            .map(|(index, slot)| OpKey { index, generation: slot.generation }.user_data())
+            .map(|(index, slot)| {
+                OpKey {
+                    index,
+                    generation: slot.generation,
+                }
+                .user_data()
+            })
             .chain(self.eventfd_armed.then_some(TOKEN_EVENTFD))
             .collect();
         for user_data in keys {
-            let sqe = opcode::AsyncCancel::new(user_data).build().user_data(TOKEN_IGNORE);
+            let sqe = opcode::AsyncCancel::new(user_data)
+                .build()
+                .user_data(TOKEN_IGNORE);
             // SAFETY: an ASYNC_CANCEL carries no pointers.
             unsafe { self.push(sqe) };
         }
         loop {
             let pending = self.eventfd_armed
-                || self.ops.iter().any(|(_, s)| !matches!(s.state, Lifecycle::Completed(_)));
+                || self
+                    .ops
+                    .iter()
+                    .any(|(_, s)| !matches!(s.state, Lifecycle::Completed(_)));
             let now = Instant::now();
             if !pending || now >= deadline {
                 break;
@@ -358,10 +380,14 @@ fn setup(entries: u32) -> io::Result<IoUring> {
     type Configure = fn(&mut io_uring::Builder);
     let attempts: [Configure; 4] = [
         |b| {
-            b.setup_single_issuer().setup_defer_taskrun().setup_submit_all();
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_submit_all();
         },
         |b| {
-            b.setup_coop_taskrun().setup_taskrun_flag().setup_submit_all();
+            b.setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_submit_all();
         },
         |b| {
             b.setup_submit_all();

@@ -3,7 +3,10 @@
 //! The networking ops are built on this; the core runtime itself only needs
 //! `nop`, which the tests use to drive the slab through every state.
 
-#![cfg_attr(not(test), allow(dead_code, reason = "the socket ops of the networking layer use it"))]
+#![cfg_attr(
+    not(test),
+    allow(dead_code, reason = "the socket ops of the networking layer use it")
+)]
 
 use std::future::Future;
 use std::io;
@@ -51,10 +54,15 @@ fn with_uring<R>(f: impl FnOnce(&mut UringDriver) -> R) -> io::Result<R> {
     shard::with_driver(|driver| match driver {
         Driver::Uring(uring) => Ok(f(uring)),
         #[allow(unreachable_patterns, reason = "only one backend on some targets")]
-        _ => Err(io::Error::new(io::ErrorKind::Unsupported, "this shard does not run io_uring")),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this shard does not run io_uring",
+        )),
     })
     .unwrap_or_else(|| {
-        Err(io::Error::other("io_uring ops must run inside a ringshard shard"))
+        Err(io::Error::other(
+            "io_uring ops must run inside a ringshard shard",
+        ))
     })
 }
 
@@ -70,7 +78,10 @@ impl<T: OpResources> Op<T> {
         // SAFETY: forwarded from this function's contract; `resources` is
         // kept by the returned `Op` or, once dropped, by the slab.
         let key = with_uring(|uring| unsafe { uring.submit(sqe) })?;
-        Ok(Op { key, resources: Some(resources) })
+        Ok(Op {
+            key,
+            resources: Some(resources),
+        })
     }
 }
 

@@ -65,7 +65,9 @@ fn completion_burst_beyond_the_cq_loses_nothing_and_shows_overflow() {
     let rt = uring(8);
     let fired = rt.block_on(async {
         let handles: Vec<_> = (0..5_000)
-            .map(|_| crate::spawn(async { timeout_op(Duration::from_millis(20), ()).await.0.is_ok() }))
+            .map(|_| {
+                crate::spawn(async { timeout_op(Duration::from_millis(20), ()).await.0.is_ok() })
+            })
             .collect();
         let mut fired = 0;
         for handle in handles {
@@ -102,7 +104,8 @@ fn abandoned_op_keeps_its_resources_until_the_cqe_then_frees_them_once() {
                     })
                 })
                 .collect();
-            crate::yield_now().await; // let every task submit its op
+            // Let every task run and submit its op (a turn runs at most 61).
+            crate::sleep(Duration::from_millis(5)).await;
             for handle in &handles {
                 handle.abort();
             }
@@ -112,7 +115,11 @@ fn abandoned_op_keeps_its_resources_until_the_cqe_then_frees_them_once() {
             // The futures are gone, the kernel still holds the ops.
             assert_eq!(released.load(Ordering::SeqCst), 0, "freed before the CQE");
             crate::sleep(Duration::from_millis(200)).await;
-            assert_eq!(released.load(Ordering::SeqCst), 100, "not freed after the CQE");
+            assert_eq!(
+                released.load(Ordering::SeqCst),
+                100,
+                "not freed after the CQE"
+            );
         }
     });
     drop(rt);
@@ -132,11 +139,15 @@ fn shutdown_drains_ops_in_flight() {
                     let _ = timeout_op(Duration::from_secs(3600), canary).await;
                 });
             }
-            crate::yield_now().await;
+            crate::sleep(Duration::from_millis(5)).await;
         }
     });
     let start = std::time::Instant::now();
     rt.shutdown_timeout(Duration::from_secs(2));
-    assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
     assert_eq!(released.load(Ordering::SeqCst), 50);
 }
