@@ -296,9 +296,7 @@ impl Core {
             return;
         }
         ready.wakers.drain(..).for_each(Waker::wake);
-        for (orphan, result) in ready.orphans.drain(..) {
-            orphan.complete(result);
-        }
+        complete_orphans(&mut ready);
         *self.ready.borrow_mut() = ready;
     }
 
@@ -405,15 +403,13 @@ impl Core {
             // Waking (not just dropping) schedules each task so its future is
             // dropped on the next pass, which abandons and cancels its ops.
             wakers.into_iter().for_each(Waker::wake);
-            if !progressed {
+            if !progressed || Instant::now() >= deadline {
                 break;
             }
         }
         self.driver.borrow_mut().shutdown(deadline, &mut ready);
         ready.wakers.drain(..).for_each(Waker::wake);
-        for (orphan, result) in ready.orphans.drain(..) {
-            orphan.complete(result);
-        }
+        complete_orphans(&mut ready);
         self.shared.close();
         while let Some(runnable) = self.pop_any() {
             drop_quietly(runnable);
@@ -424,6 +420,14 @@ impl Core {
     fn pop_any(&self) -> Option<Runnable> {
         let local = self.run_queue.borrow_mut().pop_front();
         local.or_else(|| self.shared.inbox.pop())
+    }
+}
+
+/// Hands late results to orphaned ops (closing an fd, freeing a buffer); a
+/// panic in one must not take the shard down.
+fn complete_orphans(ready: &mut Ready) {
+    for (orphan, result) in ready.orphans.drain(..) {
+        let _ = catch_unwind(AssertUnwindSafe(move || orphan.complete(result)));
     }
 }
 

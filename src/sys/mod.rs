@@ -64,7 +64,7 @@ impl Drop for AffinityGuard {
     }
 }
 
-/// A non-blocking, close-on-exec eventfd.
+/// A close-on-exec eventfd.
 #[cfg(target_os = "linux")]
 pub(crate) struct EventFd(std::os::fd::OwnedFd);
 
@@ -73,7 +73,11 @@ impl EventFd {
     pub(crate) fn new() -> io::Result<EventFd> {
         use std::os::fd::FromRawFd;
         // SAFETY: eventfd has no memory arguments.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        // Blocking on purpose: some kernels complete an io_uring read of an
+        // O_NONBLOCK eventfd with -EAGAIN at once instead of waiting, which
+        // would make every park return immediately. `notify` never blocks in
+        // practice: it writes at most once per park.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -89,8 +93,7 @@ impl EventFd {
     /// Adds one to the counter, waking a ring parked on a read of it.
     pub(crate) fn notify(&self) {
         let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64. EAGAIN (counter saturated)
-        // still leaves the fd readable, which is all a wake needs.
+        // SAFETY: writes 8 bytes from a live u64.
         unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) };
     }
 }

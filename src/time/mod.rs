@@ -86,6 +86,9 @@ impl Sleep {
     fn cancel(&mut self) {
         if self.registration.is_some() {
             shard::with_current(|core| core.cancel_sleep(&mut self.registration));
+            // Registered elsewhere (or no shard here): forget it; the stale
+            // entry only causes one spurious wake.
+            self.registration = None;
         }
     }
 }

@@ -157,7 +157,10 @@ impl UringDriver {
             .get_mut(key.index)
             .filter(|s| s.generation == key.generation)
         else {
-            return Some((orphan, -libc::ECANCELED));
+            // Only `shutdown` removes a slot the future did not consume: the
+            // op was still in flight at the drain deadline. Leak, never free.
+            std::mem::forget(orphan);
+            return None;
         };
         if let Lifecycle::Completed(result) = slot.state {
             self.ops.remove(key.index);
@@ -361,15 +364,31 @@ impl UringDriver {
             self.reap();
         }
         self.take_ready(out);
+        self.leak_in_flight();
+    }
+
+    /// Forgets every resource the kernel may still write into: abandoned
+    /// ops and an armed eventfd read. Closing the ring does not stop the
+    /// kernel synchronously, so freeing them would be a use-after-free.
+    fn leak_in_flight(&mut self) {
         for slot in self.ops.drain() {
             if let Lifecycle::Abandoned(orphan) = slot.state {
-                // Still in flight past the deadline: the kernel may write here.
                 std::mem::forget(orphan);
             }
         }
         if self.eventfd_armed {
+            self.eventfd_armed = false;
             std::mem::forget(std::mem::replace(&mut self.eventfd_buf, Box::new(0)));
         }
+    }
+}
+
+impl Drop for UringDriver {
+    /// Normally `shutdown` has drained everything; a driver dropped without
+    /// it (a shard thread unwinding) leaks what is in flight rather than
+    /// freeing it under the kernel.
+    fn drop(&mut self) {
+        self.leak_in_flight();
     }
 }
 

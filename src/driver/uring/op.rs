@@ -45,9 +45,13 @@ impl<T: OpResources> Orphan for T {
 
 /// The future of one submitted op. Resolves to the raw CQE result and the
 /// resources back.
+///
+/// `!Send`: the key only means something to the ring of the shard that
+/// submitted it, so the future must never be polled or dropped elsewhere.
 pub(crate) struct Op<T: OpResources> {
     key: OpKey,
     resources: Option<T>,
+    _shard_bound: std::marker::PhantomData<*const ()>,
 }
 
 fn with_uring<R>(f: impl FnOnce(&mut UringDriver) -> R) -> io::Result<R> {
@@ -81,6 +85,7 @@ impl<T: OpResources> Op<T> {
         Ok(Op {
             key,
             resources: Some(resources),
+            _shard_bound: std::marker::PhantomData,
         })
     }
 }
