@@ -19,7 +19,9 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod buf;
 mod driver;
+pub mod net;
 pub mod runtime;
 mod shard;
 mod sys;
@@ -30,3 +32,8 @@ pub use driver::{DriverKind, DriverType};
 pub use runtime::{Builder, Runtime, RuntimeStats, ShardStats};
 pub use task::{current_shard, spawn, spawn_on, yield_now, JoinError, JoinHandle, ShardId};
 pub use time::{sleep, timeout};
+
+/// The traits and types owned-buffer I/O needs: `use ringshard::prelude::*;`.
+pub mod prelude {
+    pub use crate::buf::{BufResult, IoBuf, IoBufMut};
+}

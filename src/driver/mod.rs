@@ -7,8 +7,11 @@
 //! * `poll_nowait()`: submit what is queued and collect completions, never blocking;
 //! * `park(timeout)`: the same, but wait for at least one event or the timeout;
 //! * `take_ready()`: the wakers and orphaned resources completions produced;
-//! * `shutdown(deadline)`: cancel everything in flight and drain it.
+//! * `shutdown(deadline)`: cancel everything in flight and drain it;
+//! * every op of [`op`]: `uring/op.rs` and `poll/op.rs` implement each one.
 
+pub(crate) mod fd;
+pub(crate) mod op;
 pub(crate) mod poll;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
@@ -153,7 +156,7 @@ impl Driver {
         match self {
             #[cfg(target_os = "linux")]
             Driver::Uring(driver) => driver.take_ready(out),
-            Driver::Poll(_) => {}
+            Driver::Poll(driver) => driver.take_ready(out),
         }
     }
 
@@ -162,7 +165,7 @@ impl Driver {
         match self {
             #[cfg(target_os = "linux")]
             Driver::Uring(driver) => driver.wake_all(out),
-            Driver::Poll(_) => {}
+            Driver::Poll(driver) => driver.wake_all(out),
         }
     }
 
@@ -172,6 +175,13 @@ impl Driver {
             #[cfg(target_os = "linux")]
             Driver::Uring(driver) => driver.shutdown(deadline, out),
             Driver::Poll(_) => {}
+        }
+    }
+
+    /// Forgets a socket's readiness registration before its fd closes.
+    pub(crate) fn deregister(&mut self, fd: std::os::fd::RawFd, token: u64) {
+        if let Driver::Poll(driver) = self {
+            driver.deregister(fd, token);
         }
     }
 

@@ -53,9 +53,22 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
     (!core.is_null()).then(|| f(unsafe { &*core }))
 }
 
-/// Calls `f` with the current shard's driver.
-pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
-    with_current(|core| f(&mut core.driver.borrow_mut()))
+/// Calls `f` with the current shard's uid and driver.
+pub(crate) fn with_current_driver<R>(f: impl FnOnce(u64, &mut Driver) -> R) -> Option<R> {
+    with_current(|core| f(core.uid, &mut core.driver.borrow_mut()))
+}
+
+/// Calls `f` with the driver of the shard `uid` if that shard runs on this
+/// thread and its driver is not already in use.
+pub(crate) fn with_driver_of<R>(uid: u64, f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
+    with_current(|core| {
+        if core.uid != uid {
+            return None;
+        }
+        let mut driver = core.driver.try_borrow_mut().ok()?;
+        Some(f(&mut driver))
+    })
+    .flatten()
 }
 
 /// Whether this thread is running a shard.

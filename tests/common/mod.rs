@@ -64,3 +64,75 @@ pub fn current_cpu() -> usize {
     // SAFETY: sched_getcpu has no arguments.
     unsafe { libc::sched_getcpu() as usize }
 }
+
+/// Serializes the tests of one binary that count open fds (any test that
+/// opens sockets would disturb another's count).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Open fds of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+/// Waits (up to 5 s) for the fd count to fall back to `baseline`, then
+/// asserts it did: closes may complete a turn after the last drop.
+pub fn assert_fds_return_to(baseline: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fd_count() > baseline && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(fd_count(), baseline, "fds leaked");
+}
+
+/// Raises the soft open-file limit to the hard limit, and checks at least
+/// `needed` fds fit.
+pub fn raise_fd_limit(needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: `limit` is a valid rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    assert!(
+        limit.rlim_cur >= needed,
+        "this test needs {needed} fds; the hard limit is {}",
+        limit.rlim_cur
+    );
+}
+
+/// Polls `future` exactly once.
+pub async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx))).await
+}
+
+/// A deterministic pseudo-random generator (xorshift), so failures replay.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// 128 KiB of pseudo-random bytes; messages are slices of it, so checking a
+/// message is one memcmp.
+pub fn pattern() -> &'static [u8] {
+    static PATTERN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        (0..128 * 1024).map(|_| rng.next() as u8).collect()
+    })
+}

@@ -1,21 +1,53 @@
 //! The readiness driver over mio (epoll on Linux, kqueue on BSD/macOS).
 //!
-//! For now it parks and unparks; socket ops arrive with the readiness backend
-//! of the networking work.
+//! Sockets are non-blocking. An op first makes its syscall; only on
+//! `WouldBlock` does it wait for the socket's readiness, then tries again.
+//! A socket is registered with mio (edge-triggered, both directions) on its
+//! first op and deregistered when its fd closes. Each registration records
+//! whether the socket was last seen readable / writable, and the wakers of
+//! the ops waiting on it.
+//!
+//! Nothing is in flight in the kernel between two polls, so dropping an op
+//! frees its resources at once.
+
+pub(crate) mod op;
 
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
-use super::{DriverStats, Unparker};
+use mio::unix::SourceFd;
+use slab::Slab;
+
+use super::op::Direction;
+use super::{DriverStats, Ready, Unparker};
 
 const WAKE: mio::Token = mio::Token(usize::MAX);
+
+/// One registered socket.
+struct Registration {
+    generation: u32,
+    readable: bool,
+    writable: bool,
+    /// Ops waiting on this socket; an entry stays (with `None`) until its op
+    /// completes or is dropped, so the key an op holds is never reused.
+    waiters: Slab<(Direction, Option<Waker>)>,
+}
 
 pub(crate) struct PollDriver {
     poll: mio::Poll,
     events: mio::Events,
     waker: Arc<mio::Waker>,
+    registrations: Slab<Registration>,
+    generation: u32,
+    ready: Ready,
     pub(crate) stats: DriverStats,
+}
+
+fn split(token: u64) -> (usize, u32) {
+    ((token & u64::from(u32::MAX)) as usize, (token >> 32) as u32)
 }
 
 impl PollDriver {
@@ -26,6 +58,9 @@ impl PollDriver {
             poll,
             events: mio::Events::with_capacity(256),
             waker,
+            registrations: Slab::new(),
+            generation: 0,
+            ready: Ready::default(),
             stats: DriverStats::default(),
         })
     }
@@ -34,12 +69,157 @@ impl PollDriver {
         Unparker::Poll(self.waker.clone())
     }
 
-    /// Nothing is registered besides the waker, so there is nothing to reap.
-    pub(crate) fn poll_nowait(&mut self) {}
+    /// Registers `fd` for both directions; the token names it from now on.
+    pub(crate) fn register(&mut self, fd: RawFd) -> io::Result<u64> {
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let entry = self.registrations.vacant_entry();
+        let token = (u64::from(generation) << 32) | entry.key() as u64;
+        self.poll.registry().register(
+            &mut SourceFd(&fd),
+            mio::Token(token as usize),
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+        )?;
+        // Assume ready: the first attempt is the syscall itself.
+        entry.insert(Registration {
+            generation,
+            readable: true,
+            writable: true,
+            waiters: Slab::new(),
+        });
+        Ok(token)
+    }
+
+    /// Forgets `fd`'s registration; called just before the fd closes.
+    pub(crate) fn deregister(&mut self, fd: RawFd, token: u64) {
+        if self.registration(token).is_some() {
+            let (index, _) = split(token);
+            let registration = self.registrations.remove(index);
+            for (_, (_, waker)) in registration.waiters {
+                self.ready.wakers.extend(waker);
+            }
+            // Closing the fd removes it from epoll anyway; deregistering
+            // first also covers an fd a child process still holds open.
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    fn registration(&mut self, token: u64) -> Option<&mut Registration> {
+        let (index, generation) = split(token);
+        self.registrations
+            .get_mut(index)
+            .filter(|r| r.generation == generation)
+    }
+
+    /// Whether the socket may be ready in `direction` (no `WouldBlock` seen
+    /// since its last event).
+    pub(crate) fn is_ready(&mut self, token: u64, direction: Direction) -> bool {
+        match self.registration(token) {
+            Some(r) => match direction {
+                Direction::Read => r.readable,
+                Direction::Write => r.writable,
+            },
+            // Deregistered under the op: let it try, the syscall reports EBADF.
+            None => true,
+        }
+    }
+
+    /// The syscall said `WouldBlock`: wait for the next event.
+    pub(crate) fn clear_ready(&mut self, token: u64, direction: Direction) {
+        if let Some(r) = self.registration(token) {
+            match direction {
+                Direction::Read => r.readable = false,
+                Direction::Write => r.writable = false,
+            }
+        }
+    }
+
+    /// Records `waker` for the op holding `waiter` (allocating the key once).
+    pub(crate) fn set_waiter(
+        &mut self,
+        token: u64,
+        direction: Direction,
+        waiter: &mut Option<usize>,
+        waker: &Waker,
+    ) {
+        let Some(r) = self.registration(token) else {
+            waker.wake_by_ref();
+            return;
+        };
+        match waiter.and_then(|key| r.waiters.get_mut(key)) {
+            Some((_, Some(current))) if current.will_wake(waker) => {}
+            Some(slot) => *slot = (direction, Some(waker.clone())),
+            None => *waiter = Some(r.waiters.insert((direction, Some(waker.clone())))),
+        }
+    }
+
+    /// The op holding `waiter` completed or was dropped.
+    pub(crate) fn remove_waiter(&mut self, token: u64, waiter: usize) {
+        if let Some(r) = self.registration(token) {
+            r.waiters.try_remove(waiter);
+        }
+    }
+
+    /// Collects readiness without blocking. Makes no syscall when no socket
+    /// is registered.
+    pub(crate) fn poll_nowait(&mut self) {
+        if !self.registrations.is_empty() {
+            self.poll_events(Some(Duration::ZERO));
+        }
+    }
 
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
+        self.poll_events(timeout);
+    }
+
+    fn poll_events(&mut self, timeout: Option<Duration>) {
         self.stats.enters += 1;
         // EINTR is a spurious wake; the shard loop simply turns again.
-        let _ = self.poll.poll(&mut self.events, timeout);
+        if self.poll.poll(&mut self.events, timeout).is_err() {
+            return;
+        }
+        for event in self.events.iter() {
+            if event.token() == WAKE {
+                continue;
+            }
+            let token = event.token().0 as u64;
+            let (index, generation) = split(token);
+            let Some(r) = self
+                .registrations
+                .get_mut(index)
+                .filter(|r| r.generation == generation)
+            else {
+                continue;
+            };
+            self.stats.completed += 1;
+            let failed = event.is_error();
+            let readable = failed || event.is_readable() || event.is_read_closed();
+            let writable = failed || event.is_writable() || event.is_write_closed();
+            r.readable |= readable;
+            r.writable |= writable;
+            for (_, (direction, waker)) in r.waiters.iter_mut() {
+                let wake = match direction {
+                    Direction::Read => readable,
+                    Direction::Write => writable,
+                };
+                if wake {
+                    self.ready.wakers.extend(waker.take());
+                }
+            }
+        }
+    }
+
+    pub(crate) fn take_ready(&mut self, out: &mut Ready) {
+        out.wakers.append(&mut self.ready.wakers);
+    }
+
+    /// Wakes every op still waiting, so its task can be dropped.
+    pub(crate) fn wake_all(&mut self, out: &mut Ready) {
+        self.take_ready(out);
+        for (_, r) in self.registrations.iter_mut() {
+            for (_, (_, waker)) in r.waiters.iter_mut() {
+                out.wakers.extend(waker.take());
+            }
+        }
     }
 }

@@ -1,11 +1,104 @@
-//! The op slab's lifecycle, SQ-full and CQ-overflow handling, on real rings.
+//! The op slab's lifecycle, SQE-full and CQ-overflow handling, on real rings.
+//!
+//! These tests drive the slab with raw NOP and TIMEOUT ops (which have no
+//! readiness counterpart, so they are not `Operation`s): [`RawOp`] is the
+//! smallest future over `submit` / `poll_op` / `abandon`.
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::op::{nop, timeout_op};
+use io_uring::{opcode, squeue, types};
+
+use super::{OpKey, UringDriver};
+use crate::driver::{Driver, Orphan};
+use crate::shard;
 use crate::{DriverKind, DriverType, Runtime};
+
+/// Resources a raw op keeps until its CQE.
+struct Held<T>(T);
+
+impl<T: 'static> Orphan for Held<T> {
+    fn complete(self: Box<Self>, _result: i32) {}
+}
+
+struct RawOp<T: 'static> {
+    key: OpKey,
+    held: Option<T>,
+    cancel: bool,
+}
+
+fn with_uring<R>(f: impl FnOnce(&mut UringDriver) -> R) -> R {
+    shard::with_current_driver(|_, driver| match driver {
+        Driver::Uring(uring) => f(uring),
+        _ => panic!("not an io_uring shard"),
+    })
+    .expect("inside a shard")
+}
+
+impl<T: 'static> RawOp<T> {
+    /// # Safety
+    ///
+    /// The SQE's pointers must point into heap memory `held` owns.
+    unsafe fn submit(sqe: squeue::Entry, held: T, cancel: bool) -> RawOp<T> {
+        // SAFETY: forwarded from this function's contract.
+        let key = with_uring(|uring| unsafe { uring.submit(sqe) });
+        RawOp {
+            key,
+            held: Some(held),
+            cancel,
+        }
+    }
+}
+
+impl<T: Unpin + 'static> Future for RawOp<T> {
+    type Output = (i32, T);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(i32, T)> {
+        let this = self.get_mut();
+        match with_uring(|uring| uring.poll_op(this.key, cx.waker())) {
+            Some(result) => Poll::Ready((result, this.held.take().expect("polled once"))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T: 'static> Drop for RawOp<T> {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            let orphan: Box<dyn Orphan> = Box::new(Held(held));
+            if let Some((orphan, result)) =
+                with_uring(|uring| uring.abandon(self.key, orphan, self.cancel))
+            {
+                orphan.complete(result);
+            }
+        }
+    }
+}
+
+async fn nop() -> io::Result<()> {
+    // SAFETY: a NOP carries no pointers.
+    let (result, ()) = unsafe { RawOp::submit(opcode::Nop::new().build(), (), false) }.await;
+    super::op::to_result(result).map(drop)
+}
+
+/// A kernel timer of `duration`; `extra` is kept until the kernel is done
+/// with the op, even if the future is dropped (no cancel is sent).
+async fn timeout_op<T: Unpin + 'static>(duration: Duration, extra: T) -> (io::Result<()>, T) {
+    let timespec = Box::new(types::Timespec::from(duration));
+    let sqe = opcode::Timeout::new(&*timespec).build();
+    // SAFETY: the SQE points at the boxed timespec, held by the op.
+    let (result, (_, extra)) = unsafe { RawOp::submit(sqe, (timespec, extra), false) }.await;
+    let result = match result {
+        r if r >= 0 || r == -libc::ETIME => Ok(()),
+        r => Err(io::Error::from_raw_os_error(-r)),
+    };
+    (result, extra)
+}
 
 fn uring(entries: u32) -> Runtime {
     let rt = Runtime::builder()

@@ -1,0 +1,97 @@
+//! [`SharedFd`]: a socket's file descriptor, closed only after the last op
+//! that uses it is done.
+//!
+//! Every in-flight op holds a clone. Dropping a `TcpStream` while a read is in
+//! flight therefore does not close the fd: the read's op (abandoned, waiting
+//! for its CQE) still owns a clone, and the fd is closed when that CQE
+//! arrives. Until then the number cannot be handed to a new socket, so no op
+//! ever lands on a socket it was not meant for.
+
+use std::cell::Cell;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+use crate::shard;
+
+/// A reference-counted fd, closed when the last clone drops. `!Send`: it
+/// belongs to the shard that created it.
+#[derive(Clone)]
+pub(crate) struct SharedFd {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    fd: OwnedFd,
+    /// The readiness driver's registration, made on the first op that needs
+    /// it: (shard uid, token).
+    registration: Cell<Option<(u64, u64)>>,
+}
+
+impl SharedFd {
+    pub(crate) fn new(fd: OwnedFd) -> SharedFd {
+        SharedFd {
+            inner: Rc::new(Inner {
+                fd,
+                registration: Cell::new(None),
+            }),
+        }
+    }
+
+    /// Takes ownership of `fd`.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be an open descriptor owned by nobody else.
+    pub(crate) unsafe fn from_raw(fd: RawFd) -> SharedFd {
+        // SAFETY: forwarded from this function's contract.
+        SharedFd::new(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+
+    pub(crate) fn registration(&self) -> Option<(u64, u64)> {
+        self.inner.registration.get()
+    }
+
+    pub(crate) fn set_registration(&self, registration: (u64, u64)) {
+        self.inner.registration.set(Some(registration));
+    }
+}
+
+impl Inner {
+    fn release_registration(&self) {
+        if let Some((uid, token)) = self.registration.take() {
+            shard::with_driver_of(uid, |driver| {
+                driver.deregister(self.fd.as_raw_fd(), token)
+            });
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The OwnedFd closes the descriptor after this.
+        self.release_registration();
+    }
+}
+
+impl AsFd for SharedFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
+    }
+}
+
+impl AsRawFd for SharedFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.raw()
+    }
+}
+
+impl From<socket2::Socket> for SharedFd {
+    fn from(socket: socket2::Socket) -> SharedFd {
+        // SAFETY: `into_raw_fd` gives up ownership of an open socket.
+        unsafe { SharedFd::from_raw(socket.into_raw_fd()) }
+    }
+}

@@ -1,0 +1,404 @@
+//! The socket ops, each defined once: the resources it lends the kernel and
+//! what its late result means if its future was dropped.
+//!
+//! Each backend implements every op: `uring/op.rs` builds its SQE,
+//! `poll/op.rs` makes the non-blocking syscall. [`Op`] is the future that
+//! runs one on whichever driver the current shard has.
+//!
+//! # Cancel safety
+//!
+//! Dropping an [`Op`] never frees memory the kernel may still write: on
+//! io_uring the op's resources (buffer, address, fd clone) move into the
+//! driver's slab and are dropped when the CQE arrives; on the readiness
+//! driver nothing is in flight between polls, so they are dropped at once.
+//! A late accept's fd is closed ([`OpCode::complete_orphan`]).
+
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use socket2::{SockAddr, SockAddrStorage};
+
+use super::fd::SharedFd;
+use super::Driver;
+use crate::buf::{IoBuf, IoBufMut};
+use crate::shard;
+
+/// Which readiness an op waits for on the poll driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+/// What every op defines, whatever the backend.
+pub(crate) trait OpCode: Unpin + 'static {
+    /// What the op waits for on a readiness driver.
+    const DIRECTION: Direction;
+
+    /// The socket the op works on.
+    fn fd(&self) -> &SharedFd;
+
+    /// Receives the result of an op whose future was dropped before it
+    /// completed, when the kernel is done with it. The default only drops
+    /// the resources (freeing a buffer, releasing the fd clone).
+    fn complete_orphan(self, result: i32)
+    where
+        Self: Sized,
+    {
+        let _ = result;
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) use super::uring::op::UringOp as UringBackend;
+
+/// Stands in for the io_uring backend on targets without it.
+#[cfg(not(target_os = "linux"))]
+pub(crate) trait UringBackend {}
+#[cfg(not(target_os = "linux"))]
+impl<T> UringBackend for T {}
+
+/// An op both backends implement.
+pub(crate) trait Operation: OpCode + UringBackend + super::poll::op::PollOp {}
+
+impl<T: OpCode + UringBackend + super::poll::op::PollOp> Operation for T {}
+
+/// Where one op is in its life.
+pub(crate) enum State<T> {
+    /// Built, not yet handed to the driver (ops start on first poll).
+    Idle(T),
+    /// Submitted to the io_uring of shard `uid`.
+    #[cfg(target_os = "linux")]
+    Uring {
+        uid: u64,
+        key: super::uring::OpKey,
+        op: T,
+    },
+    /// Waiting for readiness on the poll driver of shard `uid`.
+    Poll {
+        uid: u64,
+        token: u64,
+        waiter: Option<usize>,
+        op: T,
+    },
+    /// The result was handed out.
+    Done,
+}
+
+/// The future of one op: resolves to its result and its resources back.
+///
+/// `!Send`: an op belongs to the driver of the shard that started it.
+pub(crate) struct Op<T: Operation> {
+    state: State<T>,
+    _shard_bound: PhantomData<*const ()>,
+}
+
+impl<T: Operation> Op<T> {
+    pub(crate) fn new(op: T) -> Op<T> {
+        Op {
+            state: State::Idle(op),
+            _shard_bound: PhantomData,
+        }
+    }
+}
+
+fn outside_shard() -> io::Error {
+    io::Error::other("ringshard I/O must run on a ringshard shard (inside block_on or a task)")
+}
+
+impl<T: Operation> Future for Op<T> {
+    type Output = (io::Result<usize>, T);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let state = &mut this.state;
+        let polled = shard::with_current_driver(|uid, driver| match driver {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(uring) => super::uring::op::poll(uring, uid, state, cx),
+            Driver::Poll(poll) => super::poll::op::poll(poll, uid, state, cx),
+        });
+        match polled {
+            Some(poll) => poll,
+            None => match std::mem::replace(state, State::Done) {
+                State::Idle(op) => Poll::Ready((Err(outside_shard()), op)),
+                other => {
+                    // An op in flight polled off its shard: keep waiting
+                    // rather than touch another shard's driver.
+                    *state = other;
+                    Poll::Pending
+                }
+            },
+        }
+    }
+}
+
+impl<T: Operation> Drop for Op<T> {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Idle(_) | State::Done => {}
+            #[cfg(target_os = "linux")]
+            State::Uring { uid, key, op } => super::uring::op::abandon(uid, key, op),
+            State::Poll {
+                uid, token, waiter, ..
+            } => {
+                if let Some(waiter) = waiter {
+                    shard::with_driver_of(uid, |driver| {
+                        if let Driver::Poll(poll) = driver {
+                            poll.remove_waiter(token, waiter);
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A socket address the kernel fills in (accept, recvfrom), boxed by its owner.
+pub(crate) struct AddrBuf {
+    storage: libc::sockaddr_storage,
+    pub(crate) len: libc::socklen_t,
+}
+
+impl AddrBuf {
+    pub(crate) fn new() -> Box<AddrBuf> {
+        Box::new(AddrBuf {
+            // SAFETY: an all-zero sockaddr_storage is a valid empty address.
+            storage: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        })
+    }
+
+    /// Where the kernel writes the address; `len` must be reset to the
+    /// storage's size before each use.
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut libc::sockaddr {
+        (&mut self.storage as *mut libc::sockaddr_storage).cast()
+    }
+
+    /// Makes the whole storage available to the next write.
+    pub(crate) fn reset_len(&mut self) {
+        self.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    }
+
+    /// The address the kernel wrote.
+    pub(crate) fn to_sockaddr(&self) -> SockAddr {
+        let mut storage = SockAddrStorage::zeroed();
+        // SAFETY: SockAddrStorage is a transparent sockaddr_storage, and the
+        // kernel initialized `len` bytes of ours with an address of the
+        // family it records there.
+        unsafe {
+            *storage.view_as::<libc::sockaddr_storage>() = self.storage;
+            SockAddr::new(storage, self.len)
+        }
+    }
+}
+
+/// `accept4(fd, addr, SOCK_NONBLOCK | SOCK_CLOEXEC)`.
+pub(crate) struct Accept {
+    pub(crate) fd: SharedFd,
+    pub(crate) addr: Box<AddrBuf>,
+}
+
+impl OpCode for Accept {
+    const DIRECTION: Direction = Direction::Read;
+
+    fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+
+    /// The connection was accepted after nobody wanted it: close it, so the
+    /// peer sees EOF instead of a half-open socket and no fd leaks.
+    fn complete_orphan(self, result: i32) {
+        if result >= 0 {
+            // SAFETY: a successful accept returns a new fd nobody else owns.
+            drop(unsafe { SharedFd::from_raw(result) });
+        }
+    }
+}
+
+/// `connect(fd, addr)`; `started` records, on the poll driver, that the
+/// connect is in progress and only its outcome remains to be read.
+pub(crate) struct Connect {
+    pub(crate) fd: SharedFd,
+    pub(crate) addr: Box<SockAddr>,
+    pub(crate) started: bool,
+}
+
+impl OpCode for Connect {
+    const DIRECTION: Direction = Direction::Write;
+
+    fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+}
+
+/// `recv(fd, buf[offset..capacity])`; the result sets the buffer's length to
+/// `offset + n`.
+pub(crate) struct Recv<B> {
+    pub(crate) fd: SharedFd,
+    pub(crate) buf: B,
+    pub(crate) offset: usize,
+}
+
+impl<B: IoBufMut> Recv<B> {
+    /// Where the kernel writes, and how much.
+    pub(crate) fn target(&mut self) -> (*mut u8, usize) {
+        let total = self.buf.bytes_total();
+        let offset = self.offset.min(total);
+        // SAFETY: `offset <= total`, inside the buffer's writable memory.
+        let ptr = unsafe { self.buf.write_ptr().add(offset) };
+        (ptr, (total - offset).min(i32::MAX as usize))
+    }
+
+    /// Records `n` more bytes received.
+    pub(crate) fn commit(&mut self, n: usize) {
+        // SAFETY: the kernel initialized `n` bytes after `offset`, within
+        // the length `target` gave it.
+        unsafe { self.buf.set_init(self.offset + n) };
+    }
+}
+
+impl<B: IoBufMut> OpCode for Recv<B> {
+    const DIRECTION: Direction = Direction::Read;
+
+    fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+}
+
+/// `send(fd, buf[offset..len], MSG_NOSIGNAL)`.
+pub(crate) struct Send<B> {
+    pub(crate) fd: SharedFd,
+    pub(crate) buf: B,
+    pub(crate) offset: usize,
+}
+
+impl<B: IoBuf> Send<B> {
+    /// What the kernel reads, and how much.
+    pub(crate) fn source(&self) -> (*const u8, usize) {
+        let len = self.buf.bytes_init();
+        let offset = self.offset.min(len);
+        // SAFETY: `offset <= len`, inside the buffer's initialized bytes.
+        let ptr = unsafe { self.buf.read_ptr().add(offset) };
+        (ptr, (len - offset).min(i32::MAX as usize))
+    }
+}
+
+impl<B: IoBuf> OpCode for Send<B> {
+    const DIRECTION: Direction = Direction::Write;
+
+    fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+}
+
+/// `sendmsg(fd, {addr, iovecs}, MSG_NOSIGNAL)`: `writev` on a stream (never
+/// raising SIGPIPE, unlike writev(2)) and `send_to` on a datagram socket.
+pub(crate) struct SendMsg<B> {
+    pub(crate) fd: SharedFd,
+    pub(crate) bufs: Vec<B>,
+    iovecs: Vec<libc::iovec>,
+    addr: Option<Box<SockAddr>>,
+    msg: Box<libc::msghdr>,
+}
+
+impl<B: IoBuf> SendMsg<B> {
+    pub(crate) fn new(fd: SharedFd, bufs: Vec<B>, addr: Option<SockAddr>) -> SendMsg<B> {
+        let mut iovecs: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|buf| libc::iovec {
+                iov_base: buf.read_ptr().cast_mut().cast(),
+                iov_len: buf.bytes_init(),
+            })
+            .collect();
+        let addr = addr.map(Box::new);
+        // SAFETY: an all-zero msghdr is a valid empty message.
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        if let Some(addr) = &addr {
+            msg.msg_name = addr.as_ptr().cast_mut().cast();
+            msg.msg_namelen = addr.len();
+        }
+        msg.msg_iov = iovecs.as_mut_ptr();
+        msg.msg_iovlen = iovecs.len().min(libc::UIO_MAXIOV as usize) as _;
+        SendMsg {
+            fd,
+            bufs,
+            iovecs,
+            addr,
+            msg,
+        }
+    }
+
+    /// The message the kernel reads; every pointer in it points into heap
+    /// memory this op owns.
+    pub(crate) fn msg(&self) -> *const libc::msghdr {
+        debug_assert!(self.iovecs.is_empty() || self.msg.msg_iov == self.iovecs.as_ptr().cast_mut());
+        debug_assert!(self.addr.is_some() || self.msg.msg_name.is_null());
+        &*self.msg
+    }
+}
+
+impl<B: IoBuf> OpCode for SendMsg<B> {
+    const DIRECTION: Direction = Direction::Write;
+
+    fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+}
+
+/// `recvmsg(fd, {addr, buf})`: `recv_from` on a datagram socket.
+pub(crate) struct RecvMsg<B> {
+    pub(crate) fd: SharedFd,
+    pub(crate) buf: B,
+    addr: Box<AddrBuf>,
+    iovec: Box<libc::iovec>,
+    msg: Box<libc::msghdr>,
+}
+
+impl<B: IoBufMut> RecvMsg<B> {
+    pub(crate) fn new(fd: SharedFd, mut buf: B) -> RecvMsg<B> {
+        let mut addr = AddrBuf::new();
+        let mut iovec = Box::new(libc::iovec {
+            iov_base: buf.write_ptr().cast(),
+            iov_len: buf.bytes_total(),
+        });
+        // SAFETY: an all-zero msghdr is a valid empty message.
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msg.msg_name = addr.as_mut_ptr().cast();
+        msg.msg_namelen = addr.len;
+        msg.msg_iov = &mut *iovec;
+        msg.msg_iovlen = 1;
+        RecvMsg {
+            fd,
+            buf,
+            addr,
+            iovec,
+            msg,
+        }
+    }
+
+    /// The message the kernel fills; every pointer in it points into heap
+    /// memory this op owns.
+    pub(crate) fn msg(&mut self) -> *mut libc::msghdr {
+        debug_assert!(std::ptr::eq(self.msg.msg_iov, &*self.iovec));
+        &mut *self.msg
+    }
+
+    /// Records `n` bytes received; returns the sender's address.
+    pub(crate) fn commit(&mut self, n: usize) -> SockAddr {
+        // SAFETY: the kernel initialized `n` bytes of the buffer.
+        unsafe { self.buf.set_init(n) };
+        self.addr.len = self.msg.msg_namelen;
+        self.addr.to_sockaddr()
+    }
+}
+
+impl<B: IoBufMut> OpCode for RecvMsg<B> {
+    const DIRECTION: Direction = Direction::Read;
+
+    fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+}

@@ -1,0 +1,162 @@
+//! The readiness side of every op: its non-blocking syscall, and how an
+//! [`Op`](crate::driver::op::Op) waits for readiness between attempts.
+
+use std::io;
+use std::task::{Context, Poll};
+
+use super::PollDriver;
+use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::op::{Accept, Connect, Operation, Recv, RecvMsg, Send, SendMsg, State};
+
+/// Makes the op's syscall once, without blocking.
+pub(crate) trait PollOp {
+    fn syscall(&mut self) -> io::Result<usize>;
+}
+
+fn check(result: isize) -> io::Result<usize> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(result as usize)
+    }
+}
+
+impl PollOp for Accept {
+    fn syscall(&mut self) -> io::Result<usize> {
+        self.addr.reset_len();
+        let addr = self.addr.as_mut_ptr();
+        // SAFETY: `addr` points into the boxed storage, of the size passed
+        // in `len`.
+        let fd = unsafe {
+            libc::accept4(
+                self.fd.raw(),
+                addr,
+                &mut self.addr.len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        check(fd as isize)
+    }
+}
+
+impl PollOp for Connect {
+    fn syscall(&mut self) -> io::Result<usize> {
+        if self.started {
+            // The connect was in progress and the socket turned writable:
+            // its outcome is the socket's pending error.
+            return match socket2::SockRef::from(&self.fd).take_error()? {
+                Some(error) => Err(error),
+                None => Ok(0),
+            };
+        }
+        // SAFETY: the address is a valid sockaddr of the length passed.
+        let rc = unsafe { libc::connect(self.fd.raw(), self.addr.as_ptr().cast(), self.addr.len()) };
+        if rc == 0 {
+            return Ok(0);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EINPROGRESS) {
+            self.started = true;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Err(error)
+    }
+}
+
+impl<B: IoBufMut> PollOp for Recv<B> {
+    fn syscall(&mut self) -> io::Result<usize> {
+        let (ptr, len) = self.target();
+        // SAFETY: `ptr` has `len` writable bytes (see `Recv::target`).
+        check(unsafe { libc::recv(self.fd.raw(), ptr.cast(), len, 0) })
+    }
+}
+
+impl<B: IoBuf> PollOp for Send<B> {
+    fn syscall(&mut self) -> io::Result<usize> {
+        let (ptr, len) = self.source();
+        // SAFETY: `ptr` has `len` initialized bytes (see `Send::source`).
+        check(unsafe { libc::send(self.fd.raw(), ptr.cast(), len, libc::MSG_NOSIGNAL) })
+    }
+}
+
+impl<B: IoBuf> PollOp for SendMsg<B> {
+    fn syscall(&mut self) -> io::Result<usize> {
+        // SAFETY: the message points into memory the op owns.
+        check(unsafe { libc::sendmsg(self.fd.raw(), self.msg(), libc::MSG_NOSIGNAL) })
+    }
+}
+
+impl<B: IoBufMut> PollOp for RecvMsg<B> {
+    fn syscall(&mut self) -> io::Result<usize> {
+        // SAFETY: the message points into memory the op owns.
+        check(unsafe { libc::recvmsg(self.fd.raw(), self.msg(), 0) })
+    }
+}
+
+/// Registers the op's socket on its first poll, then alternates syscall and
+/// waiting for readiness until the syscall does not say `WouldBlock`.
+pub(crate) fn poll<T: Operation>(
+    driver: &mut PollDriver,
+    uid: u64,
+    state: &mut State<T>,
+    cx: &mut Context<'_>,
+) -> Poll<(io::Result<usize>, T)> {
+    if let State::Idle(op) = state {
+        let token = match op.fd().registration() {
+            Some((owner, token)) if owner == uid => Ok(token),
+            Some(_) => Err(io::Error::other(
+                "this socket belongs to another shard; I/O objects stay on the shard that made them",
+            )),
+            None => driver.register(op.fd().raw()).inspect(|&token| {
+                op.fd().set_registration((uid, token));
+            }),
+        };
+        let State::Idle(op) = std::mem::replace(state, State::Done) else {
+            unreachable!("matched above")
+        };
+        match token {
+            Ok(token) => {
+                *state = State::Poll {
+                    uid,
+                    token,
+                    waiter: None,
+                    op,
+                }
+            }
+            Err(error) => return Poll::Ready((Err(error), op)),
+        }
+    }
+    let State::Poll {
+        uid: owner,
+        token,
+        waiter,
+        op,
+    } = state
+    else {
+        return Poll::Pending;
+    };
+    if *owner != uid {
+        return Poll::Pending;
+    }
+    loop {
+        if !driver.is_ready(*token, T::DIRECTION) {
+            driver.set_waiter(*token, T::DIRECTION, waiter, cx.waker());
+            return Poll::Pending;
+        }
+        match op.syscall() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                driver.clear_ready(*token, T::DIRECTION)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => {
+                if let Some(waiter) = waiter.take() {
+                    driver.remove_waiter(*token, waiter);
+                }
+                let State::Poll { op, .. } = std::mem::replace(state, State::Done) else {
+                    unreachable!("matched above")
+                };
+                return Poll::Ready((result, op));
+            }
+        }
+    }
+}

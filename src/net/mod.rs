@@ -1,0 +1,42 @@
+//! Sockets whose I/O takes owned buffers: TCP, UDP and Unix streams.
+//!
+//! Every socket is bound to the shard that created it (`!Send`): its ops go
+//! to that shard's ring. A shard that wants its own listener on a shared
+//! port uses [`TcpListener::bind_reuseport`].
+//!
+//! Each op documents its cancel safety. The rule under all of them: dropping
+//! an op's future never frees memory the kernel may still write, never
+//! leaks a connection (a late accept or connect is closed), and releases the
+//! buffer once the kernel is done with it. A socket's fd is closed only after
+//! its last op in flight has completed, so its number is never reused under
+//! an op.
+
+mod stream;
+mod tcp;
+mod udp;
+mod unix;
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+pub use std::net::Shutdown;
+pub use tcp::{OwnedReadHalf, OwnedWriteHalf, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixListener, UnixStream};
+
+/// Runs `f` on each address `addr` resolves to until one succeeds.
+fn each_addr<A: ToSocketAddrs, T>(
+    addr: A,
+    mut f: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last = None;
+    for addr in addr.to_socket_addrs()? {
+        match f(addr) {
+            Ok(value) => return Ok(value),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")
+    }))
+}

@@ -1,0 +1,177 @@
+//! The byte-stream ops TCP and Unix streams (and their halves) share.
+
+use std::io;
+
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::driver::fd::SharedFd;
+use crate::driver::op::{Op, Recv, Send, SendMsg};
+
+pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
+    let recv = Recv {
+        fd: fd.clone(),
+        buf,
+        offset: 0,
+    };
+    let (result, mut recv) = Op::new(recv).await;
+    if let Ok(n) = result {
+        recv.commit(n);
+    }
+    (result, recv.buf)
+}
+
+pub(crate) async fn read_exact<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufResult<usize, B> {
+    let total = buf.bytes_total();
+    let mut offset = 0;
+    while offset < total {
+        let recv = Recv {
+            fd: fd.clone(),
+            buf,
+            offset,
+        };
+        let (result, mut recv) = Op::new(recv).await;
+        match result {
+            Ok(0) => {
+                let eof = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the peer closed the stream after {offset} of {total} bytes"),
+                );
+                return (Err(eof), recv.buf);
+            }
+            Ok(n) => {
+                recv.commit(n);
+                offset += n;
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return (Err(error), recv.buf),
+        }
+        buf = recv.buf;
+    }
+    (Ok(total), buf)
+}
+
+pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
+    let send = Send {
+        fd: fd.clone(),
+        buf,
+        offset: 0,
+    };
+    let (result, send) = Op::new(send).await;
+    (result, send.buf)
+}
+
+pub(crate) async fn write_all<B: IoBuf>(fd: &SharedFd, mut buf: B) -> BufResult<usize, B> {
+    let total = buf.bytes_init();
+    let mut offset = 0;
+    loop {
+        let send = Send {
+            fd: fd.clone(),
+            buf,
+            offset,
+        };
+        let (result, send) = Op::new(send).await;
+        buf = send.buf;
+        match result {
+            Ok(0) if offset < total => {
+                let error = io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("the socket accepted no more bytes after {offset} of {total}"),
+                );
+                return (Err(error), buf);
+            }
+            Ok(n) => offset += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return (Err(error), buf),
+        }
+        if offset >= total {
+            return (Ok(total), buf);
+        }
+    }
+}
+
+pub(crate) async fn writev<B: IoBuf>(fd: &SharedFd, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+    let (result, send) = Op::new(SendMsg::new(fd.clone(), bufs, None)).await;
+    (result, send.bufs)
+}
+
+/// Generates the owned-buffer I/O methods and their docs for a stream type
+/// whose socket is in `self.fd`.
+macro_rules! stream_io_methods {
+    ($kind:literal) => {
+        /// Reads into `buf` from index 0 up to its capacity, and sets its
+        /// length to the bytes read. `Ok(0)` means the peer closed its side
+        /// (or `buf` has no capacity).
+        ///
+        /// # Cancel safety
+        ///
+        /// Dropping the future before it completes loses no memory safety:
+        /// the runtime keeps `buf` until the kernel is done with it, then
+        /// frees it (io_uring cancels the read). Bytes the kernel placed in
+        /// `buf` after the drop are lost with it; bytes not yet read stay in
+        /// the socket for the next read.
+        pub async fn read<B: $crate::buf::IoBufMut>(
+            &mut self,
+            buf: B,
+        ) -> $crate::buf::BufResult<usize, B> {
+            $crate::net::stream::read(&self.fd, buf).await
+        }
+
+        /// Reads until `buf` is full (its whole capacity), or fails with
+        /// `UnexpectedEof` if the peer closes first (`buf` then holds what
+        /// arrived).
+        ///
+        /// # Cancel safety
+        ///
+        /// Not cancel safe for data: bytes read before the future is dropped
+        /// are lost with `buf`. Memory safety holds as for
+        #[doc = concat!("[`read`](", $kind, "::read).")]
+        pub async fn read_exact<B: $crate::buf::IoBufMut>(
+            &mut self,
+            buf: B,
+        ) -> $crate::buf::BufResult<usize, B> {
+            $crate::net::stream::read_exact(&self.fd, buf).await
+        }
+
+        /// Writes some of `buf`'s initialized bytes; returns how many.
+        ///
+        /// # Cancel safety
+        ///
+        /// Dropping the future never frees `buf` while the kernel may still
+        /// read it (io_uring cancels the send); some bytes may or may not
+        /// have been sent.
+        pub async fn write<B: $crate::buf::IoBuf>(
+            &mut self,
+            buf: B,
+        ) -> $crate::buf::BufResult<usize, B> {
+            $crate::net::stream::write(&self.fd, buf).await
+        }
+
+        /// Writes all of `buf`'s initialized bytes.
+        ///
+        /// # Cancel safety
+        ///
+        /// Not cancel safe for data: if the future is dropped, an unknown
+        /// prefix of `buf` has been sent. Memory safety holds as for
+        #[doc = concat!("[`write`](", $kind, "::write).")]
+        pub async fn write_all<B: $crate::buf::IoBuf>(
+            &mut self,
+            buf: B,
+        ) -> $crate::buf::BufResult<usize, B> {
+            $crate::net::stream::write_all(&self.fd, buf).await
+        }
+
+        /// Writes from several buffers in one `sendmsg`, in order; returns
+        /// how many bytes were written in total (possibly fewer than all).
+        ///
+        /// # Cancel safety
+        ///
+        #[doc = concat!("As for [`write`](", $kind, "::write).")]
+        pub async fn writev<B: $crate::buf::IoBuf>(
+            &mut self,
+            bufs: Vec<B>,
+        ) -> $crate::buf::BufResult<usize, Vec<B>> {
+            $crate::net::stream::writev(&self.fd, bufs).await
+        }
+    };
+}
+
+pub(crate) use stream_io_methods;
