@@ -213,7 +213,12 @@ impl OpCode for Accept {
     fn complete_orphan(self, result: i32) {
         if result >= 0 {
             // SAFETY: a successful accept returns a new fd nobody else owns.
-            drop(unsafe { SharedFd::from_raw(result) });
+            let fd = unsafe { SharedFd::from_raw(result) };
+            // Deliberately broken build for the cancel tests: leak it.
+            #[cfg(ringshard_broken = "leak_late_accept")]
+            std::mem::forget(fd);
+            #[cfg(not(ringshard_broken = "leak_late_accept"))]
+            drop(fd);
         }
     }
 }
@@ -256,7 +261,16 @@ impl<B: IoBufMut> Recv<B> {
     pub(crate) fn commit(&mut self, n: usize) {
         // SAFETY: the kernel initialized `n` bytes after `offset`, within
         // the length `target` gave it.
-        unsafe { self.buf.set_init(self.offset + n) };
+        #[cfg(not(ringshard_broken = "recv_offset"))]
+        unsafe {
+            self.buf.set_init(self.offset + n)
+        };
+        // Deliberately broken build for the echo tests: forget the offset.
+        #[cfg(ringshard_broken = "recv_offset")]
+        // SAFETY: as above; `n` bytes are initialized only by chance here.
+        unsafe {
+            self.buf.set_init(n)
+        };
     }
 }
 

@@ -88,10 +88,10 @@ impl TcpListener {
             addr: AddrBuf::new(),
         };
         let (result, accept) = Op::new(accept).await;
+        let fd = result? as RawFd;
         // SAFETY: a successful accept returns a new fd nobody else owns.
-        let stream = TcpStream {
-            fd: unsafe { SharedFd::from_raw(result? as RawFd) },
-        };
+        let fd = unsafe { SharedFd::from_raw(fd) };
+        let stream = TcpStream { fd };
         let peer = accept
             .addr
             .to_sockaddr()

@@ -71,10 +71,10 @@ impl UnixListener {
             addr: AddrBuf::new(),
         };
         let (result, accept) = Op::new(accept).await;
+        let fd = result? as RawFd;
         // SAFETY: a successful accept returns a new fd nobody else owns.
-        let stream = UnixStream {
-            fd: unsafe { SharedFd::from_raw(result? as RawFd) },
-        };
+        let fd = unsafe { SharedFd::from_raw(fd) };
+        let stream = UnixStream { fd };
         drop(accept);
         let peer = stream.peer_addr()?;
         Ok((stream, peer))

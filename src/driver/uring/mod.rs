@@ -249,6 +249,9 @@ impl UringDriver {
                 self.stats.submitted += 1;
                 return;
             }
+            // Deliberately broken build for the SQ-full test: drop the SQE.
+            #[cfg(ringshard_broken = "drop_sq_full")]
+            return;
             // SQ full: hand the queued entries to the kernel, and reap so a
             // full CQ cannot keep the kernel from taking them.
             self.enter(0, None);
@@ -279,6 +282,13 @@ impl UringDriver {
             // enter with GETEVENTS flushes them into the ring we just emptied.
             self.stats.cq_overflows += 1;
             self.enter(0, None);
+            // Deliberately broken build for the overflow test: lose what
+            // overflowed, as a kernel without IORING_FEAT_NODROP would.
+            #[cfg(ringshard_broken = "drop_cq_overflow")]
+            {
+                self.ring.completion().for_each(drop);
+                break;
+            }
         }
     }
 
@@ -343,6 +353,9 @@ impl UringDriver {
             })
             .chain(self.eventfd_armed.then_some(TOKEN_EVENTFD))
             .collect();
+        // Deliberately broken build for the shutdown test: cancel nothing.
+        #[cfg(ringshard_broken = "no_shutdown_cancel")]
+        let keys: Vec<u64> = keys.into_iter().filter(|_| false).collect();
         for user_data in keys {
             let sqe = opcode::AsyncCancel::new(user_data)
                 .build()
