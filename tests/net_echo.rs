@@ -48,7 +48,11 @@ async fn tcp_client(addr: std::net::SocketAddr, seed: u64, messages: usize) -> u
         // read_exact fills the capacity: use a buffer of exactly `size`.
         let mut exact = std::mem::take(&mut back);
         exact.shrink_to(size);
-        let exact = if exact.capacity() == size { exact } else { Vec::with_capacity(size) };
+        let exact = if exact.capacity() == size {
+            exact
+        } else {
+            Vec::with_capacity(size)
+        };
         let (res, got) = stream.read_exact(exact).await;
         assert_eq!(res.expect("read_exact"), size);
         assert!(got == pattern()[start..start + size], "echo corrupted");
@@ -164,7 +168,9 @@ fn unix_stream_echo_every_byte_checked() {
             for _ in 0..1000 {
                 let size = 1 + rng.below(MAX_MESSAGE as u64) as usize;
                 let start = rng.below((pattern().len() - size) as u64) as usize;
-                let (res, _) = client.write_all(pattern()[start..start + size].to_vec()).await;
+                let (res, _) = client
+                    .write_all(pattern()[start..start + size].to_vec())
+                    .await;
                 res.unwrap();
                 let (res, got) = client.read_exact(Vec::with_capacity(size)).await;
                 res.unwrap();

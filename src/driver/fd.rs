@@ -63,9 +63,7 @@ impl SharedFd {
 impl Inner {
     fn release_registration(&self) {
         if let Some((uid, token)) = self.registration.take() {
-            shard::with_driver_of(uid, |driver| {
-                driver.deregister(self.fd.as_raw_fd(), token)
-            });
+            shard::with_driver_of(uid, |driver| driver.deregister(self.fd.as_raw_fd(), token));
         }
     }
 }

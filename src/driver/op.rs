@@ -348,7 +348,9 @@ impl<B: IoBuf> SendMsg<B> {
     /// The message the kernel reads; every pointer in it points into heap
     /// memory this op owns.
     pub(crate) fn msg(&self) -> *const libc::msghdr {
-        debug_assert!(self.iovecs.is_empty() || self.msg.msg_iov == self.iovecs.as_ptr().cast_mut());
+        debug_assert!(
+            self.iovecs.is_empty() || self.msg.msg_iov == self.iovecs.as_ptr().cast_mut()
+        );
         debug_assert!(self.addr.is_some() || self.msg.msg_name.is_null());
         &*self.msg
     }

@@ -115,9 +115,8 @@ impl TcpListener {
 }
 
 pub(crate) fn socket_addr(addr: SockAddr) -> io::Result<SocketAddr> {
-    addr.as_socket().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address")
-    })
+    addr.as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address"))
 }
 
 /// A TCP connection, bound to the shard that uses it. I/O methods take owned
@@ -261,10 +260,7 @@ impl OwnedWriteHalf {
     /// # Cancel safety
     ///
     /// As for [`TcpStream::write`].
-    pub async fn write<B: crate::buf::IoBuf>(
-        &mut self,
-        buf: B,
-    ) -> crate::buf::BufResult<usize, B> {
+    pub async fn write<B: crate::buf::IoBuf>(&mut self, buf: B) -> crate::buf::BufResult<usize, B> {
         super::stream::write(&self.fd, buf).await
     }
 

@@ -43,7 +43,8 @@ pub struct UnixListener {
 fn with_std<R>(fd: &SharedFd, f: impl FnOnce(&std::os::unix::net::UnixStream) -> R) -> R {
     // SAFETY: the fd is open for the duration of the borrow of `fd`, and the
     // ManuallyDrop keeps std from closing it.
-    let stream = ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd.raw()) });
+    let stream =
+        ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd.raw()) });
     f(&stream)
 }
 

@@ -50,7 +50,8 @@ impl PollOp for Connect {
             };
         }
         // SAFETY: the address is a valid sockaddr of the length passed.
-        let rc = unsafe { libc::connect(self.fd.raw(), self.addr.as_ptr().cast(), self.addr.len()) };
+        let rc =
+            unsafe { libc::connect(self.fd.raw(), self.addr.as_ptr().cast(), self.addr.len()) };
         if rc == 0 {
             return Ok(0);
         }

@@ -7,11 +7,9 @@ use std::task::{Context, Poll};
 use io_uring::{opcode, squeue, types};
 
 use super::{OpKey, UringDriver};
-use crate::driver::op::{
-    Accept, Connect, OpCode, Operation, Recv, RecvMsg, Send, SendMsg, State,
-};
-use crate::driver::{Driver, Orphan};
 use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::op::{Accept, Connect, OpCode, Operation, Recv, RecvMsg, Send, SendMsg, State};
+use crate::driver::{Driver, Orphan};
 use crate::shard;
 
 /// Builds the op's SQE. Its pointers point into heap memory the op owns, so
@@ -103,7 +101,10 @@ pub(crate) fn poll<T: Operation>(
         let key = unsafe { uring.submit(sqe) };
         *state = State::Uring { uid, key, op };
     }
-    let State::Uring { uid: owner, key, .. } = state else {
+    let State::Uring {
+        uid: owner, key, ..
+    } = state
+    else {
         return Poll::Pending;
     };
     if *owner != uid {

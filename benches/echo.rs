@@ -1,0 +1,287 @@
+//! Echo servers side by side: ringshard, tokio (current_thread) and monoio,
+//! each in its own child process pinned to the first CPU, loaded in turn by
+//! the same load generator pinned to the last CPU. Alternates servers over
+//! rounds and reports medians: QPS, p99 latency, and the server's CPU time
+//! per request (utime + stime of the child from /proc/<pid>/stat).
+//!
+//! ```sh
+//! cargo bench --bench echo                      # closed loop, then paced at 50,000 req/s
+//! cargo bench --bench echo -- --rounds 5 --duration 3
+//! ```
+//!
+//! Run without `--bench` (as `cargo test --benches` does) it makes one short
+//! pass to prove it works.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const SERVERS: [&str; 3] = ["ringshard", "tokio", "monoio"];
+const BUFFER: usize = 16 * 1024;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        let kind = args[i + 1].clone();
+        let cpu: usize = args[i + 2].parse().expect("cpu");
+        support::pin_to(&[cpu]).expect("pin server");
+        return serve(&kind);
+    }
+    let full = args.iter().any(|a| a == "--bench");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let rounds = value("--rounds").map_or(if full { 3 } else { 1 }, |v| v as usize);
+    let duration =
+        Duration::from_secs_f64(value("--duration").unwrap_or(if full { 2.0 } else { 0.3 }));
+    let grid: &[(usize, usize)] = if full {
+        &[
+            (1, 64),
+            (1, 4096),
+            (64, 64),
+            (64, 4096),
+            (256, 64),
+            (256, 4096),
+        ]
+    } else {
+        &[(64, 64)]
+    };
+    let cpus = support::allowed_cpus();
+    let (server_cpu, load_cpu) = (cpus[0], *cpus.last().unwrap());
+    support::pin_to(&[load_cpu]).expect("pin load generator");
+    println!(
+        "echo: servers on CPU {server_cpu}, load generator on CPU {load_cpu}, {rounds} rounds of {duration:?}, median reported"
+    );
+    let servers: Vec<Server> = SERVERS
+        .iter()
+        .map(|kind| Server::start(kind, server_cpu))
+        .collect();
+    let modes: Vec<Option<u64>> = if full {
+        vec![None, Some(50_000)]
+    } else {
+        vec![None]
+    };
+    for rate in modes {
+        match rate {
+            None => println!("\n## closed loop"),
+            Some(rate) => {
+                println!("\n## paced at {rate} req/s (same offered load for every server)")
+            }
+        }
+        println!(
+            "{:>5} {:>5} | {:>9} {:>9} {:>9} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>11} {:>11}",
+            "conns", "size", "qps rs", "qps tokio", "qps mono", "p99 rs", "p99 tk", "p99 mn",
+            "cpu/rq rs", "tk", "mn", "cpu rs/tk", "cpu rs/mn"
+        );
+        for &(conns, size) in grid {
+            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); SERVERS.len()];
+            for round in 0..rounds {
+                for k in 0..SERVERS.len() {
+                    // Rotate the order each round so no server always goes first.
+                    let s = (k + round) % SERVERS.len();
+                    samples[s].push(servers[s].measure(conns, size, duration, rate));
+                }
+            }
+            let med: Vec<Sample> = samples.iter().map(|s| median(s)).collect();
+            println!(
+                "{:>5} {:>5} | {:>9.0} {:>9.0} {:>9.0} | {:>7.0} {:>7.0} {:>7.0} | {:>7.0} {:>7.0} {:>7.0} | {:>11.3} {:>11.3}",
+                conns, size,
+                med[0].qps, med[1].qps, med[2].qps,
+                med[0].p99_us, med[1].p99_us, med[2].p99_us,
+                med[0].cpu_ns, med[1].cpu_ns, med[2].cpu_ns,
+                med[0].cpu_ns / med[1].cpu_ns,
+                med[0].cpu_ns / med[2].cpu_ns,
+            );
+        }
+    }
+    println!("\nqps: requests/s; p99: round trip, us; cpu/rq: server CPU ns per request; ratios < 1 favour ringshard");
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    qps: f64,
+    p99_us: f64,
+    cpu_ns: f64,
+}
+
+/// Medians taken field by field.
+fn median(samples: &[Sample]) -> Sample {
+    let pick = |f: fn(&Sample) -> f64| {
+        let mut v: Vec<f64> = samples.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Sample {
+        qps: pick(|s| s.qps),
+        p99_us: pick(|s| s.p99_us),
+        cpu_ns: pick(|s| s.cpu_ns),
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(kind: &str, cpu: usize) -> Server {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--serve", kind, &cpu.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .expect("server address");
+        let addr = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{kind}: {line:?}"));
+        Server { child, addr }
+    }
+
+    fn measure(&self, conns: usize, size: usize, duration: Duration, rate: Option<u64>) -> Sample {
+        let warmup = Duration::from_millis(300);
+        let pid = self.child.id();
+        // CPU is read around the whole run (connect, warm-up, measure) and
+        // divided by the requests of the whole run, so both cover the same work.
+        let before = support::process_cpu(pid).unwrap();
+        let load = support::Load {
+            addr: self.addr,
+            conns,
+            size,
+            duration,
+            warmup,
+            rate,
+            progress: false,
+        };
+        let report = support::run(&load).expect("load");
+        let after = support::process_cpu(pid).unwrap();
+        let all_requests =
+            report.requests as f64 * (warmup + duration).as_secs_f64() / duration.as_secs_f64();
+        Sample {
+            qps: report.qps(),
+            p99_us: report.percentile_us(0.99),
+            cpu_ns: (after - before).as_nanos() as f64 / all_requests,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child: an echo server of `kind` on one thread; prints its address.
+fn serve(kind: &str) {
+    match kind {
+        "ringshard" => serve_ringshard(),
+        "tokio" => serve_tokio(),
+        "monoio" => serve_monoio(),
+        _ => panic!("unknown server {kind}"),
+    }
+}
+
+fn announce(addr: SocketAddr) {
+    println!("{addr}");
+}
+
+fn serve_ringshard() {
+    use ringshard::net::TcpListener;
+    let rt = ringshard::Runtime::builder()
+        .worker_threads(1)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        announce(listener.local_addr().unwrap());
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            ringshard::spawn(async move {
+                let mut buf = Vec::with_capacity(BUFFER);
+                loop {
+                    let (res, read) = stream.read(buf).await;
+                    if !matches!(res, Ok(n) if n > 0) {
+                        return;
+                    }
+                    let (res, written) = stream.write_all(read).await;
+                    if res.is_err() {
+                        return;
+                    }
+                    buf = written;
+                }
+            });
+        }
+    });
+}
+
+fn serve_tokio() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        announce(listener.local_addr().unwrap());
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; BUFFER];
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(n) if n > 0 => n,
+                        _ => return,
+                    };
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn serve_monoio() {
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        announce(listener.local_addr().unwrap());
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            monoio::spawn(async move {
+                let mut buf = Vec::with_capacity(BUFFER);
+                loop {
+                    let (res, read) = stream.read(buf).await;
+                    if !matches!(res, Ok(n) if n > 0) {
+                        return;
+                    }
+                    let (res, written) = stream.write_all(read).await;
+                    if res.is_err() {
+                        return;
+                    }
+                    buf = written;
+                }
+            });
+        }
+    });
+}

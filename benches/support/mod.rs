@@ -1,0 +1,183 @@
+//! Shared by `examples/echo_bench.rs` and `benches/echo.rs`: the echo load
+//! generator (ringshard, one shard), thread pinning, CPU accounting.
+
+#![allow(dead_code, reason = "the example and the bench use different parts")]
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ringshard::net::TcpStream;
+
+/// What load to offer.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    pub size: usize,
+    /// Measured time, after `warmup`.
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Requests per second over all connections; `None` = closed loop.
+    pub rate: Option<u64>,
+    /// Print a progress line every second.
+    pub progress: bool,
+}
+
+/// What the load measured (after warm-up).
+pub struct Report {
+    pub requests: u64,
+    pub elapsed: Duration,
+    /// Round-trip latency, nanoseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Report {
+    pub fn qps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile_us(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Runs `load` on a one-shard ringshard runtime on the calling thread (the
+/// caller pins it): every connection sends `size` bytes, waits for the echo
+/// and checks it, in a loop. With a rate, each connection keeps to its share
+/// of it (checked every millisecond).
+pub fn run(load: &Load) -> io::Result<Report> {
+    let rt = ringshard::Runtime::builder()
+        .worker_threads(1)
+        .pin_threads(false)
+        .build()?;
+    rt.block_on(async {
+        let start = Instant::now() + Duration::from_millis(50);
+        let measure_from = start + load.warmup;
+        let end = measure_from + load.duration;
+        let done = Rc::new(Cell::new(0u64));
+        let mut conns = Vec::with_capacity(load.conns);
+        for i in 0..load.conns {
+            let mut stream = TcpStream::connect(load.addr).await?;
+            stream.set_nodelay(true)?;
+            let load = load.clone();
+            let done = done.clone();
+            let per_conn = load.rate.map(|rate| rate as f64 / load.conns as f64);
+            conns.push(ringshard::spawn(async move {
+                let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+                let message: Vec<u8> = (0..load.size).map(|b| (b + i) as u8).collect();
+                let mut out = message.clone();
+                let mut back = Vec::with_capacity(load.size);
+                let mut sent = 0u64;
+                ringshard::time::sleep_until(start).await;
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    if let Some(per_conn) = per_conn {
+                        let due = ((now - start).as_secs_f64() * per_conn) as u64;
+                        if sent >= due {
+                            ringshard::sleep(Duration::from_millis(1)).await;
+                            continue;
+                        }
+                    }
+                    let (res, buf) = stream.write_all(out).await;
+                    res?;
+                    out = buf;
+                    back.clear();
+                    let (res, buf) = stream.read_exact(back).await;
+                    res?;
+                    back = buf;
+                    if back != message {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "echo corrupted"));
+                    }
+                    sent += 1;
+                    let finished = Instant::now();
+                    if now >= measure_from {
+                        latency.saturating_record((finished - now).as_nanos() as u64);
+                        done.set(done.get() + 1);
+                    }
+                }
+                Ok::<_, io::Error>(latency)
+            }));
+        }
+        if load.progress {
+            let done = done.clone();
+            ringshard::spawn(async move {
+                ringshard::time::sleep_until(measure_from).await;
+                let mut last = 0;
+                let mut second = 0;
+                while Instant::now() + Duration::from_millis(500) < end {
+                    ringshard::sleep(Duration::from_secs(1)).await;
+                    second += 1;
+                    let now = done.get();
+                    println!("  {second:>3}s  {:>10} req/s", now - last);
+                    last = now;
+                }
+            });
+        }
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for conn in conns {
+            let conn_latency = conn
+                .await
+                .map_err(|e| io::Error::other(format!("load task failed: {e}")))??;
+            latency.add(conn_latency).unwrap();
+        }
+        Ok(Report {
+            requests: done.get(),
+            elapsed: load.duration,
+            latency,
+        })
+    })
+}
+
+/// Sets the calling thread's affinity to `cpus`.
+pub fn pin_to(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: `set` is a valid cpu_set_t; CPU_SET bounds-checks `cpu`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The CPUs the calling thread may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// CPU time (user + system) process `pid` has used, all threads, from
+/// /proc/<pid>/stat.
+pub fn process_cpu(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesized command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let rest = &stat[stat
+        .rfind(')')
+        .ok_or_else(|| io::Error::other("bad stat"))?
+        + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().map_err(io::Error::other)?
+        + fields[12].parse::<u64>().map_err(io::Error::other)?;
+    // SAFETY: sysconf has no memory arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
