@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo bench --bench echo                      # closed loop, then paced at 50,000 req/s
-//! cargo bench --bench echo -- --rounds 5 --duration 3
+//! cargo bench --bench echo -- --rounds 5 --duration 3 --mode closed   # or paced
 //! ```
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it makes one short
@@ -63,10 +63,16 @@ fn main() {
         .iter()
         .map(|kind| Server::start(kind, server_cpu))
         .collect();
-    let modes: Vec<Option<u64>> = if full {
-        vec![None, Some(50_000)]
-    } else {
-        vec![None]
+    let mode = args
+        .iter()
+        .position(|a| a == "--mode")
+        .and_then(|i| args.get(i + 1))
+        .map_or("both", String::as_str);
+    let modes: Vec<Option<u64>> = match (full, mode) {
+        (false, _) => vec![None],
+        (true, "closed") => vec![None],
+        (true, "paced") => vec![Some(50_000)],
+        _ => vec![None, Some(50_000)],
     };
     for rate in modes {
         match rate {

@@ -52,7 +52,7 @@ fn main() -> io::Result<()> {
             }
             Ok::<_, io::Error>((count, start.elapsed()))
         });
-        Ok::<_, io::Error>(client.await??)
+        client.await?
     })?;
     println!(
         "{sent} datagrams echoed in {elapsed:?}: {:.0} round trips/s on {:?}",

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use common::{assert_fds_return_to, each_driver, fd_count, poll_once, runtime, serial};
 use ringshard::buf::IoBufMut;
 use ringshard::net::{TcpListener, TcpStream, UdpSocket};
-use ringshard::prelude::*;
 use ringshard::{sleep, spawn, spawn_on, timeout, yield_now, DriverKind, ShardId};
 
 const CANARY: u8 = 0xAA;
