@@ -67,6 +67,17 @@ impl Quarantine {
     }
 }
 
+impl Drop for Quarantine {
+    /// Runs after the runtime (and every op) is gone: nothing can write now.
+    fn drop(&mut self) {
+        for &(ptr, size) in self.buffers.get_mut().unwrap().iter() {
+            let slice = std::ptr::slice_from_raw_parts_mut(ptr as *mut u8, size);
+            // SAFETY: leaked from a Box<[u8]> of this size in `buffer`.
+            drop(unsafe { Box::from_raw(slice) });
+        }
+    }
+}
+
 struct CanaryBuf {
     id: usize,
     ptr: *mut u8,

@@ -22,22 +22,41 @@ pub(crate) struct SharedFd {
 
 struct Inner {
     fd: OwnedFd,
+    /// Known to be in blocking mode, which the io_uring driver wants: with
+    /// `O_NONBLOCK`, a retry the kernel punts to its worker threads would
+    /// complete with `EAGAIN` instead of waiting.
+    blocking: Cell<bool>,
     /// The readiness driver's registration, made on the first op that needs
     /// it: (shard uid, token).
     registration: Cell<Option<(u64, u64)>>,
 }
 
 impl SharedFd {
+    /// Wraps `fd`, whose blocking mode is not known.
     pub(crate) fn new(fd: OwnedFd) -> SharedFd {
+        SharedFd::with_mode(fd, false)
+    }
+
+    /// Wraps `fd`; `blocking` says it is known to be in blocking mode.
+    pub(crate) fn with_mode(fd: OwnedFd, blocking: bool) -> SharedFd {
         SharedFd {
             inner: Rc::new(Inner {
                 fd,
+                blocking: Cell::new(blocking),
                 registration: Cell::new(None),
             }),
         }
     }
 
-    /// Takes ownership of `fd`.
+    pub(crate) fn is_blocking(&self) -> bool {
+        self.inner.blocking.get()
+    }
+
+    pub(crate) fn set_blocking(&self, blocking: bool) {
+        self.inner.blocking.set(blocking);
+    }
+
+    /// Takes ownership of `fd`, whose blocking mode is not known.
     ///
     /// # Safety
     ///
@@ -87,9 +106,11 @@ impl AsRawFd for SharedFd {
     }
 }
 
+/// A socket fresh from socket2, which creates them in blocking mode.
 impl From<socket2::Socket> for SharedFd {
     fn from(socket: socket2::Socket) -> SharedFd {
         // SAFETY: `into_raw_fd` gives up ownership of an open socket.
-        unsafe { SharedFd::from_raw(socket.into_raw_fd()) }
+        let fd = unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) };
+        SharedFd::with_mode(fd, true)
     }
 }

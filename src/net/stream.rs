@@ -115,9 +115,12 @@ macro_rules! stream_io_methods {
             $crate::net::stream::read(&self.fd, buf).await
         }
 
-        /// Reads until `buf` is full (its whole capacity), or fails with
-        /// `UnexpectedEof` if the peer closes first (`buf` then holds what
-        /// arrived).
+        /// Reads until `buf` is full, or fails with `UnexpectedEof` if the
+        /// peer closes first (`buf` then holds what arrived).
+        ///
+        /// Full means its whole *capacity*, as with every read here:
+        /// `Vec::with_capacity(n)` reads exactly `n` bytes, but a reused
+        /// `Vec` keeps the capacity it grew to.
         ///
         /// # Cancel safety
         ///

@@ -45,7 +45,6 @@ pub struct TcpListener {
 
 fn listen(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
     socket.set_reuse_address(true)?;
     if reuseport {
         socket.set_reuse_port(true)?;
@@ -105,9 +104,8 @@ impl TcpListener {
         socket_addr(SockRef::from(&self.fd).local_addr()?)
     }
 
-    /// Adopts a listener made by std (made non-blocking here).
+    /// Adopts a listener made by std (blocking or not: each driver sets the mode it needs).
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
-        listener.set_nonblocking(true)?;
         Ok(TcpListener {
             fd: SharedFd::new(listener.into()),
         })
@@ -152,7 +150,6 @@ impl TcpStream {
 
     async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        socket.set_nonblocking(true)?;
         let connect = Connect {
             fd: SharedFd::from(socket),
             addr: Box::new(addr.into()),
@@ -202,9 +199,8 @@ impl TcpStream {
         )
     }
 
-    /// Adopts a connected stream made by std (made non-blocking here).
+    /// Adopts a connected stream made by std (blocking or not: each driver sets the mode it needs).
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
-        stream.set_nonblocking(true)?;
         Ok(TcpStream {
             fd: SharedFd::new(stream.into()),
         })

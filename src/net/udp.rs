@@ -38,7 +38,6 @@ impl UdpSocket {
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
         each_addr(addr, |addr| {
             let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-            socket.set_nonblocking(true)?;
             socket.bind(&addr.into())?;
             Ok(UdpSocket {
                 fd: SharedFd::from(socket),
@@ -122,9 +121,8 @@ impl UdpSocket {
         socket_addr(SockRef::from(&self.fd).peer_addr()?)
     }
 
-    /// Adopts a socket made by std (made non-blocking here).
+    /// Adopts a socket made by std (blocking or not: each driver sets the mode it needs).
     pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
-        socket.set_nonblocking(true)?;
         Ok(UdpSocket {
             fd: SharedFd::new(socket.into()),
         })

@@ -52,7 +52,6 @@ impl UnixListener {
     /// Binds to the socket file `path` (which must not exist) and listens.
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        socket.set_nonblocking(true)?;
         socket.bind(&SockAddr::unix(path)?)?;
         socket.listen(1024)?;
         Ok(UnixListener {
@@ -102,7 +101,6 @@ impl UnixStream {
     /// kernel is done with it.
     pub async fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        socket.set_nonblocking(true)?;
         let connect = Connect {
             fd: SharedFd::from(socket),
             addr: Box::new(SockAddr::unix(path)?),
@@ -116,8 +114,6 @@ impl UnixStream {
     /// A connected pair of streams.
     pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
         let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
-        a.set_nonblocking(true)?;
-        b.set_nonblocking(true)?;
         Ok((
             UnixStream {
                 fd: SharedFd::from(a),

@@ -69,8 +69,14 @@ impl PollDriver {
         Unparker::Poll(self.waker.clone())
     }
 
-    /// Registers `fd` for both directions; the token names it from now on.
+    /// Makes `fd` non-blocking and registers it for both directions; the
+    /// token names it from now on.
     pub(crate) fn register(&mut self, fd: RawFd) -> io::Result<u64> {
+        let on: libc::c_int = 1;
+        // SAFETY: FIONBIO reads one c_int from a live local.
+        if unsafe { libc::ioctl(fd, libc::FIONBIO, &on) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let entry = self.registrations.vacant_entry();
@@ -143,7 +149,9 @@ impl PollDriver {
         waker: &Waker,
     ) {
         let Some(r) = self.registration(token) else {
-            waker.wake_by_ref();
+            // Deregistered under the op: let it run again (outside this
+            // borrow of the driver) and see the syscall's error.
+            self.ready.wakers.push(waker.clone());
             return;
         };
         match waiter.and_then(|key| r.waiters.get_mut(key)) {
@@ -182,13 +190,11 @@ impl PollDriver {
             if event.token() == WAKE {
                 continue;
             }
-            let token = event.token().0 as u64;
-            let (index, generation) = split(token);
-            let Some(r) = self
-                .registrations
-                .get_mut(index)
-                .filter(|r| r.generation == generation)
-            else {
+            // By index only (mio tokens are `usize`, which may not hold the
+            // generation): a stale event on a reused slot is only a
+            // spurious readiness, and the op's syscall sorts it out.
+            let index = event.token().0 & (u32::MAX as usize);
+            let Some(r) = self.registrations.get_mut(index) else {
                 continue;
             };
             self.stats.completed += 1;

@@ -56,11 +56,18 @@ impl PollOp for Connect {
             return Ok(0);
         }
         let error = io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::EINPROGRESS) {
-            self.started = true;
-            return Err(io::ErrorKind::WouldBlock.into());
+        match error.raw_os_error() {
+            Some(libc::EINPROGRESS) => {
+                self.started = true;
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            // A Unix socket whose listener's backlog is full: no readiness
+            // event will ever say it may retry, so report it (as mio does).
+            Some(libc::EAGAIN) => Err(io::Error::other(
+                "connect: the listener's backlog is full (EAGAIN)",
+            )),
+            _ => Err(error),
         }
-        Err(error)
     }
 }
 

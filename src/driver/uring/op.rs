@@ -33,7 +33,7 @@ impl UringOp for Accept {
         self.addr.reset_len();
         let addr = self.addr.as_mut_ptr();
         opcode::Accept::new(fd(self), addr, &mut self.addr.len)
-            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .flags(libc::SOCK_CLOEXEC)
             .build()
     }
 }
@@ -74,6 +74,23 @@ impl<B: IoBufMut> UringOp for RecvMsg<B> {
     }
 }
 
+/// Puts the socket in blocking mode once: io_uring never blocks the
+/// submitter either way, but with `O_NONBLOCK` a retry the kernel punts to
+/// its worker threads completes with `EAGAIN` (or a connect with
+/// `EINPROGRESS`) instead of waiting.
+fn make_blocking(fd: &crate::driver::fd::SharedFd) -> io::Result<()> {
+    if fd.is_blocking() {
+        return Ok(());
+    }
+    let off: libc::c_int = 0;
+    // SAFETY: FIONBIO reads one c_int from a live local.
+    if unsafe { libc::ioctl(fd.raw(), libc::FIONBIO, &off) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    fd.set_blocking(true);
+    Ok(())
+}
+
 /// A CQE result as an `io::Result`.
 pub(crate) fn to_result(result: i32) -> io::Result<usize> {
     if result < 0 {
@@ -94,6 +111,9 @@ pub(crate) fn poll<T: Operation>(
         let State::Idle(mut op) = std::mem::replace(state, State::Done) else {
             unreachable!("checked above")
         };
+        if let Err(error) = make_blocking(op.fd()) {
+            return Poll::Ready((Err(error), op));
+        }
         let sqe = op.sqe();
         // SAFETY: the SQE points into heap memory `op` owns (see `UringOp`);
         // `op` stays in the future's state and moves into the slab if the
