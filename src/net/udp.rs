@@ -10,7 +10,7 @@ use super::each_addr;
 use super::tcp::{fd_traits, socket_addr};
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::fd::SharedFd;
-use crate::driver::op::{Op, Recv, RecvMsg, Send, SendMsg};
+use crate::driver::op::{Op, RecvMsg, SendMsg};
 
 /// A UDP socket, bound to the shard that uses it. Its methods take `&self`,
 /// so several tasks of the shard may send and receive at once.
@@ -84,13 +84,7 @@ impl UdpSocket {
     ///
     /// As for [`send_to`](UdpSocket::send_to).
     pub async fn send<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        let send = Send {
-            fd: self.fd.clone(),
-            buf,
-            offset: 0,
-        };
-        let (result, send) = Op::new(send).await;
-        (result, send.buf)
+        super::stream::write(&self.fd, buf).await
     }
 
     /// Receives one datagram from the connected peer.
@@ -99,16 +93,7 @@ impl UdpSocket {
     ///
     /// As for [`recv_from`](UdpSocket::recv_from).
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        let recv = Recv {
-            fd: self.fd.clone(),
-            buf,
-            offset: 0,
-        };
-        let (result, mut recv) = Op::new(recv).await;
-        if let Ok(n) = result {
-            recv.commit(n);
-        }
-        (result, recv.buf)
+        super::stream::read(&self.fd, buf).await
     }
 
     /// The address this socket is bound to.
