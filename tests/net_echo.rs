@@ -34,7 +34,6 @@ async fn tcp_client(addr: std::net::SocketAddr, seed: u64, messages: usize) -> u
     let mut rng = Rng(seed);
     let mut checked = 0u64;
     let mut out = Vec::with_capacity(MAX_MESSAGE);
-    let mut back = Vec::with_capacity(MAX_MESSAGE);
     for _ in 0..messages {
         let size = 1 + rng.below(MAX_MESSAGE as u64) as usize;
         let start = rng.below((pattern().len() - size) as u64) as usize;
@@ -43,21 +42,11 @@ async fn tcp_client(addr: std::net::SocketAddr, seed: u64, messages: usize) -> u
         let (res, sent) = stream.write_all(out).await;
         assert_eq!(res.expect("write_all"), size);
         out = sent;
-        back.clear();
-        back.reserve(size);
-        // read_exact fills the capacity: use a buffer of exactly `size`.
-        let mut exact = std::mem::take(&mut back);
-        exact.shrink_to(size);
-        let exact = if exact.capacity() == size {
-            exact
-        } else {
-            Vec::with_capacity(size)
-        };
-        let (res, got) = stream.read_exact(exact).await;
+        // read_exact fills the capacity: a buffer of exactly `size`.
+        let (res, got) = stream.read_exact(Vec::with_capacity(size)).await;
         assert_eq!(res.expect("read_exact"), size);
         assert!(got == pattern()[start..start + size], "echo corrupted");
         checked += size as u64;
-        back = got;
     }
     checked
 }

@@ -18,6 +18,12 @@ mod unix;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::RawFd;
+
+use socket2::SockAddr;
+
+use crate::driver::fd::SharedFd;
+use crate::driver::op::{Accept, AddrBuf, Op};
 
 pub use std::net::Shutdown;
 pub use tcp::{OwnedReadHalf, OwnedWriteHalf, TcpListener, TcpStream};
@@ -42,4 +48,18 @@ fn each_addr<A: ToSocketAddrs, T>(
             "the address resolved to nothing",
         )
     }))
+}
+
+/// One accept on `listener`: the new socket and the peer address the kernel
+/// reported.
+async fn accept(listener: &SharedFd) -> io::Result<(SharedFd, SockAddr)> {
+    let accept = Accept {
+        fd: listener.clone(),
+        addr: AddrBuf::new(),
+    };
+    let (result, accept) = Op::new(accept).await;
+    let fd = result? as RawFd;
+    // SAFETY: a successful accept returns a new fd nobody else owns.
+    let fd = unsafe { SharedFd::from_raw(fd) };
+    Ok((fd, accept.addr.to_sockaddr()))
 }

@@ -8,7 +8,7 @@ use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use super::{each_addr, stream::stream_io_methods};
 use crate::driver::fd::SharedFd;
-use crate::driver::op::{Accept, AddrBuf, Connect, Op};
+use crate::driver::op::{Connect, Op};
 
 /// A TCP socket listening for connections, bound to the shard that uses it.
 ///
@@ -82,20 +82,9 @@ impl TcpListener {
     /// after the drop is closed at once (its peer sees EOF); connections not
     /// yet accepted stay in the backlog for the next `accept`.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let accept = Accept {
-            fd: self.fd.clone(),
-            addr: AddrBuf::new(),
-        };
-        let (result, accept) = Op::new(accept).await;
-        let fd = result? as RawFd;
-        // SAFETY: a successful accept returns a new fd nobody else owns.
-        let fd = unsafe { SharedFd::from_raw(fd) };
+        let (fd, addr) = super::accept(&self.fd).await?;
         let stream = TcpStream { fd };
-        let peer = accept
-            .addr
-            .to_sockaddr()
-            .as_socket()
-            .map_or_else(|| stream.peer_addr(), Ok)?;
+        let peer = addr.as_socket().map_or_else(|| stream.peer_addr(), Ok)?;
         Ok((stream, peer))
     }
 

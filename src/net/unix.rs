@@ -12,7 +12,7 @@ use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use super::stream::stream_io_methods;
 use super::tcp::fd_traits;
 use crate::driver::fd::SharedFd;
-use crate::driver::op::{Accept, AddrBuf, Connect, Op};
+use crate::driver::op::{Connect, Op};
 
 /// A Unix-domain socket listening for connections.
 ///
@@ -66,16 +66,9 @@ impl UnixListener {
     /// As for [`TcpListener::accept`](crate::net::TcpListener::accept): a
     /// connection accepted after the future was dropped is closed.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let accept = Accept {
-            fd: self.fd.clone(),
-            addr: AddrBuf::new(),
-        };
-        let (result, accept) = Op::new(accept).await;
-        let fd = result? as RawFd;
-        // SAFETY: a successful accept returns a new fd nobody else owns.
-        let fd = unsafe { SharedFd::from_raw(fd) };
+        // std can represent an unnamed peer; socket2's address cannot.
+        let (fd, _) = super::accept(&self.fd).await?;
         let stream = UnixStream { fd };
-        drop(accept);
         let peer = stream.peer_addr()?;
         Ok((stream, peer))
     }
