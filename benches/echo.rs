@@ -7,7 +7,14 @@
 //! ```sh
 //! cargo bench --bench echo                      # closed loop, then paced at 50,000 req/s
 //! cargo bench --bench echo -- --rounds 5 --duration 3 --mode closed   # or paced
+//! # variants of one server, and part of the grid (CONNSxSIZE):
+//! cargo bench --bench echo -- --servers ringshard,ringshard:direct_send=0,tokio --grid 1x4096,64x64
 //! ```
+//!
+//! `ringshard:SPEC` runs the ringshard server with `RINGSHARD_URING_TUNE=SPEC`
+//! (see `Tuning` in `src/driver/uring/mod.rs`), to measure one io_uring
+//! feature against its absence. Ratios compare the first server with each
+//! of the others.
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it makes one short
 //! pass to prove it works.
@@ -20,7 +27,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const SERVERS: [&str; 3] = ["ringshard", "tokio", "monoio"];
+const SERVERS: &str = "ringshard,tokio,monoio";
 const BUFFER: usize = 16 * 1024;
 
 fn main() {
@@ -41,39 +48,48 @@ fn main() {
     let rounds = value("--rounds").map_or(if full { 3 } else { 1 }, |v| v as usize);
     let duration =
         Duration::from_secs_f64(value("--duration").unwrap_or(if full { 2.0 } else { 0.3 }));
-    let grid: &[(usize, usize)] = if full {
-        &[
+    let text = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
+    let grid: Vec<(usize, usize)> = match text("--grid") {
+        Some(grid) => grid
+            .split(',')
+            .map(|cell| {
+                let (conns, size) = cell.split_once('x').expect("--grid CONNSxSIZE,...");
+                (conns.parse().expect("conns"), size.parse().expect("size"))
+            })
+            .collect(),
+        None if full => vec![
             (1, 64),
             (1, 4096),
             (64, 64),
             (64, 4096),
             (256, 64),
             (256, 4096),
-        ]
-    } else {
-        &[(64, 64)]
+        ],
+        None => vec![(64, 64)],
     };
+    let kinds: Vec<&str> = text("--servers").unwrap_or(SERVERS).split(',').collect();
     let cpus = support::allowed_cpus();
     let (server_cpu, load_cpu) = (cpus[0], *cpus.last().unwrap());
     support::pin_to(&[load_cpu]).expect("pin load generator");
     println!(
         "echo: servers on CPU {server_cpu}, load generator on CPU {load_cpu}, {rounds} rounds of {duration:?}, median reported"
     );
-    let servers: Vec<Server> = SERVERS
+    let servers: Vec<Server> = kinds
         .iter()
         .map(|kind| Server::start(kind, server_cpu))
         .collect();
-    let mode = args
-        .iter()
-        .position(|a| a == "--mode")
-        .and_then(|i| args.get(i + 1))
-        .map_or("both", String::as_str);
-    let modes: Vec<Option<u64>> = match (full, mode) {
+    let modes: Vec<Option<u64>> = match (full, text("--mode").unwrap_or("both")) {
         (false, _) => vec![None],
         (true, "closed") => vec![None],
         (true, "paced") => vec![Some(50_000)],
         _ => vec![None, Some(50_000)],
     };
+    let names: Vec<String> = kinds.iter().map(|kind| short_name(kind)).collect();
     for rate in modes {
         match rate {
             None => println!("\n## closed loop"),
@@ -81,30 +97,39 @@ fn main() {
                 println!("\n## paced at {rate} req/s (same offered load for every server)")
             }
         }
-        println!(
-            "{:>5} {:>5} | {:>9} {:>9} {:>9} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>11} {:>11}",
-            "conns", "size", "qps rs", "qps tokio", "qps mono", "p99 rs", "p99 tk", "p99 mn",
-            "cpu/rq rs", "tk", "mn", "cpu rs/tk", "cpu rs/mn"
-        );
-        for &(conns, size) in grid {
-            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); SERVERS.len()];
+        let mut header = format!("{:>5} {:>5} |", "conns", "size");
+        for what in ["qps", "p99", "cpu/rq"] {
+            for name in &names {
+                header += &format!(" {:>9}", format!("{what} {name}"));
+            }
+            header += " |";
+        }
+        for name in &names[1..] {
+            header += &format!(" {:>11}", format!("cpu {}/{name}", names[0]));
+        }
+        println!("{header}");
+        for &(conns, size) in &grid {
+            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
             for round in 0..rounds {
-                for k in 0..SERVERS.len() {
+                for k in 0..servers.len() {
                     // Rotate the order each round so no server always goes first.
-                    let s = (k + round) % SERVERS.len();
+                    let s = (k + round) % servers.len();
                     samples[s].push(servers[s].measure(conns, size, duration, rate));
                 }
             }
             let med: Vec<Sample> = samples.iter().map(|s| median(s)).collect();
-            println!(
-                "{:>5} {:>5} | {:>9.0} {:>9.0} {:>9.0} | {:>7.0} {:>7.0} {:>7.0} | {:>7.0} {:>7.0} {:>7.0} | {:>11.3} {:>11.3}",
-                conns, size,
-                med[0].qps, med[1].qps, med[2].qps,
-                med[0].p99_us, med[1].p99_us, med[2].p99_us,
-                med[0].cpu_ns, med[1].cpu_ns, med[2].cpu_ns,
-                med[0].cpu_ns / med[1].cpu_ns,
-                med[0].cpu_ns / med[2].cpu_ns,
-            );
+            let mut line = format!("{conns:>5} {size:>5} |");
+            let fields: [fn(&Sample) -> f64; 3] = [|s| s.qps, |s| s.p99_us, |s| s.cpu_ns];
+            for field in fields {
+                for m in &med {
+                    line += &format!(" {:>9.0}", field(m));
+                }
+                line += " |";
+            }
+            for m in &med[1..] {
+                line += &format!(" {:>11.3}", med[0].cpu_ns / m.cpu_ns);
+            }
+            println!("{line}");
         }
     }
     println!("\nqps: requests/s; p99: round trip, us; cpu/rq: server CPU ns per request; ratios < 1 favour ringshard");
@@ -136,15 +161,37 @@ struct Server {
     addr: SocketAddr,
 }
 
+/// A column name: `ringshard:direct_send=0` becomes `rs:direct_send=0`.
+fn short_name(kind: &str) -> String {
+    let (base, tune) = kind.split_once(':').unwrap_or((kind, ""));
+    let base = match base {
+        "ringshard" => "rs",
+        "tokio" => "tk",
+        "monoio" => "mn",
+        other => other,
+    };
+    if tune.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}:{tune}")
+    }
+}
+
 impl Server {
     fn start(kind: &str, cpu: usize) -> Server {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--serve", kind, &cpu.to_string()])
+        let (base, tune) = kind.split_once(':').unwrap_or((kind, ""));
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.args(["--serve", base, &cpu.to_string()]);
+        if base == "ringshard" {
+            command.env("RINGSHARD_URING_TUNE", tune);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start server");
         let mut line = String::new();
+        let kind = base;
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut line)
             .expect("server address");

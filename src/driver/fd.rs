@@ -8,6 +8,7 @@
 //! ever lands on a socket it was not meant for.
 
 use std::cell::Cell;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
@@ -21,13 +22,15 @@ pub(crate) struct SharedFd {
 }
 
 struct Inner {
-    fd: OwnedFd,
+    /// Taken only in `drop`, which hands it to the driver to close.
+    fd: ManuallyDrop<OwnedFd>,
     /// Known to be in blocking mode, which the io_uring driver wants: with
     /// `O_NONBLOCK`, a retry the kernel punts to its worker threads would
     /// complete with `EAGAIN` instead of waiting.
     blocking: Cell<bool>,
-    /// The readiness driver's registration, made on the first op that needs
-    /// it: (shard uid, token).
+    /// The driver's state for this socket, made on the first op that needs
+    /// it: (shard uid, token). On the readiness driver, the socket's
+    /// registration; on io_uring, its multishot recv (buffered reads).
     registration: Cell<Option<(u64, u64)>>,
 }
 
@@ -41,7 +44,7 @@ impl SharedFd {
     pub(crate) fn with_mode(fd: OwnedFd, blocking: bool) -> SharedFd {
         SharedFd {
             inner: Rc::new(Inner {
-                fd,
+                fd: ManuallyDrop::new(fd),
                 blocking: Cell::new(blocking),
                 registration: Cell::new(None),
             }),
@@ -77,20 +80,26 @@ impl SharedFd {
     pub(crate) fn set_registration(&self, registration: (u64, u64)) {
         self.inner.registration.set(Some(registration));
     }
-}
 
-impl Inner {
-    fn release_registration(&self) {
-        if let Some((uid, token)) = self.registration.take() {
-            shard::with_driver_of(uid, |driver| driver.deregister(self.fd.as_raw_fd(), token));
-        }
+    pub(crate) fn clear_registration(&self) {
+        self.inner.registration.set(None);
     }
 }
 
 impl Drop for Inner {
+    /// Closes the fd, through its driver when it has a registration there
+    /// (which may keep it open until the kernel is done with it).
     fn drop(&mut self) {
-        // The OwnedFd closes the descriptor after this.
-        self.release_registration();
+        // SAFETY: `fd` is never used again.
+        let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
+        match self.registration.take() {
+            // Not reachable (a thread-local teardown): the closure drops,
+            // and `fd` closes with it.
+            Some((uid, token)) => {
+                shard::with_driver_of(uid, |driver| driver.release(fd, token));
+            }
+            None => drop(fd),
+        }
     }
 }
 

@@ -101,6 +101,15 @@ impl Unparker {
     }
 }
 
+/// The builder's settings for each shard's driver.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DriverOptions {
+    /// io_uring submission queue entries.
+    pub(crate) entries: u32,
+    /// io_uring stream reads through provided buffers (`Builder::buffered_reads`).
+    pub(crate) buffered_reads: bool,
+}
+
 /// One shard's driver.
 #[allow(
     clippy::large_enum_variant,
@@ -114,11 +123,11 @@ pub(crate) enum Driver {
 
 impl Driver {
     /// Creates the driver of `kind` on the calling (shard) thread.
-    pub(crate) fn new(kind: DriverKind, entries: u32) -> io::Result<(Driver, Unparker)> {
+    pub(crate) fn new(kind: DriverKind, options: DriverOptions) -> io::Result<(Driver, Unparker)> {
         match kind {
             #[cfg(target_os = "linux")]
             DriverKind::IoUring => {
-                let driver = uring::UringDriver::new(entries)?;
+                let driver = uring::UringDriver::new(options)?;
                 let unparker = driver.unparker();
                 Ok((Driver::Uring(driver), unparker))
             }
@@ -178,10 +187,17 @@ impl Driver {
         }
     }
 
-    /// Forgets a socket's readiness registration before its fd closes.
-    pub(crate) fn deregister(&mut self, fd: std::os::fd::RawFd, token: u64) {
-        if let Driver::Poll(driver) = self {
-            driver.deregister(fd, token);
+    /// Closes a socket that has a registration (`token`) with this driver:
+    /// the readiness driver forgets it; io_uring cancels its multishot recv
+    /// and closes the fd once the kernel is done with it.
+    pub(crate) fn release(&mut self, fd: std::os::fd::OwnedFd, token: u64) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(driver) => driver.release(fd, token),
+            Driver::Poll(driver) => {
+                use std::os::fd::AsRawFd;
+                driver.deregister(fd.as_raw_fd(), token);
+            }
         }
     }
 

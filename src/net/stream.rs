@@ -1,12 +1,69 @@
 //! The byte-stream ops TCP and Unix streams (and their halves) share.
 
 use std::io;
+use std::task::Poll;
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::driver::fd::SharedFd;
 use crate::driver::op::{Op, Recv, Send, SendMsg};
+use crate::shard;
 
-pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
+/// Reads into `buf[offset..capacity]` from what the socket's multishot recv
+/// received (io_uring; see `driver/uring/recv.rs`), setting `buf`'s length.
+/// `None` means read with a plain recv instead: another driver, no buffered
+/// reads on this kernel, or the shard's buffers ran out.
+///
+/// The caller's buffer is never lent to the kernel here, so dropping this
+/// future at any point loses neither memory safety nor data.
+async fn read_buffered<B: IoBufMut>(
+    fd: &SharedFd,
+    buf: &mut B,
+    offset: usize,
+) -> Option<io::Result<usize>> {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::driver::uring::Buffered;
+        use crate::driver::Driver;
+        std::future::poll_fn(|cx| {
+            let total = buf.bytes_total();
+            let offset = offset.min(total);
+            // SAFETY: `offset <= total`, inside the buffer's writable memory.
+            let dst = unsafe { buf.write_ptr().add(offset) };
+            let polled = shard::with_current_driver(|uid, driver| match driver {
+                Driver::Uring(uring) => uring.read_buffered(uid, fd, dst, total - offset, cx.waker()),
+                Driver::Poll(_) => Buffered::Fallback,
+            });
+            match polled {
+                None | Some(Buffered::Fallback) => Poll::Ready(None),
+                Some(Buffered::Pending) => Poll::Pending,
+                Some(Buffered::Ready(result)) => {
+                    if let Ok(n) = result {
+                        // SAFETY: `n` bytes after `offset` were just copied in.
+                        unsafe { buf.set_init(offset + n) };
+                    }
+                    Poll::Ready(Some(result))
+                }
+            }
+        })
+        .await
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, buf, offset, shard::in_shard);
+        None
+    }
+}
+
+pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufResult<usize, B> {
+    if let Some(result) = read_buffered(fd, &mut buf, 0).await {
+        return (result, buf);
+    }
+    read_direct(fd, buf).await
+}
+
+/// One recv straight into `buf` (datagram sockets always read this way:
+/// buffered reads would merge datagrams).
+pub(crate) async fn read_direct<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
     let recv = Recv {
         fd: fd.clone(),
         buf,
@@ -23,6 +80,20 @@ pub(crate) async fn read_exact<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufRes
     let total = buf.bytes_total();
     let mut offset = 0;
     while offset < total {
+        if let Some(result) = read_buffered(fd, &mut buf, offset).await {
+            match result {
+                Ok(0) => {
+                    let eof = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the peer closed the stream after {offset} of {total} bytes"),
+                    );
+                    return (Err(eof), buf);
+                }
+                Ok(n) => offset += n,
+                Err(error) => return (Err(error), buf),
+            }
+            continue;
+        }
         let recv = Recv {
             fd: fd.clone(),
             buf,

@@ -4,7 +4,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::{Runtime, Worker};
-use crate::driver::{Driver, DriverKind, DriverType};
+use crate::driver::{Driver, DriverKind, DriverOptions, DriverType};
 use crate::shard::{self, Config, Core, RuntimeShared, Shared};
 use crate::sys;
 
@@ -36,6 +36,7 @@ pub struct Builder {
     worker_threads: Option<usize>,
     driver_type: DriverType,
     io_entries: u32,
+    buffered_reads: bool,
     queue_size: usize,
     thread_name: String,
     pin_threads: bool,
@@ -49,6 +50,7 @@ impl Default for Builder {
             worker_threads: None,
             driver_type: DriverType::Auto,
             io_entries: 1024,
+            buffered_reads: true,
             queue_size: 256,
             thread_name: "ringshard-worker".to_owned(),
             pin_threads: true,
@@ -83,6 +85,25 @@ impl Builder {
     /// rounds it up to a power of two). The completion queue gets twice as many.
     pub fn io_entries(mut self, entries: u32) -> Builder {
         self.io_entries = entries;
+        self
+    }
+
+    /// Whether stream reads on io_uring are buffered (default `true`).
+    ///
+    /// Buffered, each socket keeps one multishot recv armed, and the kernel
+    /// fills buffers from a ring of 256 × 4 KiB per shard; a read copies
+    /// from them into yours. That saves re-arming a recv per read: less CPU
+    /// per request for small and medium messages (see BENCHMARKS.md), and a
+    /// dropped read never loses received bytes. A socket holding 16 buffers
+    /// unread has its recv paused, and when the ring runs dry reads fall
+    /// back to the unbuffered path.
+    ///
+    /// Unbuffered (`false`), every read hands your buffer to the kernel,
+    /// which writes straight into it: no copy, which can win for very large
+    /// reads. Datagram sockets always read unbuffered; the readiness
+    /// driver reads straight into your buffer with a syscall.
+    pub fn buffered_reads(mut self, enable: bool) -> Builder {
+        self.buffered_reads = enable;
         self
     }
 
@@ -215,6 +236,13 @@ impl Builder {
         }
     }
 
+    fn driver_options(&self) -> DriverOptions {
+        DriverOptions {
+            entries: self.io_entries,
+            buffered_reads: self.buffered_reads,
+        }
+    }
+
     fn config(&self) -> Config {
         Config {
             queue_size: self.queue_size,
@@ -227,7 +255,7 @@ impl Builder {
     /// each creating its own driver (a SINGLE_ISSUER ring belongs to the
     /// thread that made it).
     fn start(&self, kind: DriverKind, shards: usize, cpus: &[usize]) -> io::Result<Runtime> {
-        let (driver, unparker) = Driver::new(kind, self.io_entries)?;
+        let (driver, unparker) = Driver::new(kind, self.driver_options())?;
         let mut all = vec![Arc::new(Shared::new(0, unparker))];
         let (done_tx, done) = mpsc::channel();
         let mut workers = Vec::with_capacity(shards - 1);
@@ -239,11 +267,11 @@ impl Builder {
                 .name(format!("{}-{index}", self.thread_name))
                 .spawn({
                     let cpu = cpus.get(index).copied().filter(|_| self.pin_threads);
-                    let (entries, config, done_tx) =
-                        (self.io_entries, self.config(), done_tx.clone());
+                    let (options, config, done_tx) =
+                        (self.driver_options(), self.config(), done_tx.clone());
                     move || {
                         worker_main(
-                            index, kind, entries, cpu, config, ready_tx, start_rx, done_tx,
+                            index, kind, options, cpu, config, ready_tx, start_rx, done_tx,
                         )
                     }
                 });
@@ -320,7 +348,7 @@ impl Builder {
 fn worker_main(
     index: usize,
     kind: DriverKind,
-    entries: u32,
+    options: DriverOptions,
     cpu: Option<usize>,
     config: Config,
     ready: mpsc::Sender<io::Result<Arc<Shared>>>,
@@ -333,7 +361,7 @@ fn worker_main(
             return;
         }
     }
-    let (driver, unparker) = match Driver::new(kind, entries) {
+    let (driver, unparker) = match Driver::new(kind, options) {
         Ok(created) => created,
         Err(error) => {
             let _ = ready.send(Err(error));

@@ -71,6 +71,12 @@ pub(crate) fn with_driver_of<R>(uid: u64, f: impl FnOnce(&mut Driver) -> R) -> O
     .flatten()
 }
 
+/// Whether the current shard's run queue is empty: the task being polled
+/// is the only work of this turn.
+pub(crate) fn nothing_else_ready() -> bool {
+    with_current(|core| core.run_queue.borrow().is_empty()).unwrap_or(false)
+}
+
 /// Whether this thread is running a shard.
 pub(crate) fn in_shard() -> bool {
     !CURRENT.with(Cell::get).is_null()

@@ -9,11 +9,17 @@ use ringshard::{Builder, DriverKind, DriverType, Runtime};
 /// The drivers every test body runs under.
 pub const DRIVERS: [DriverType; 2] = [DriverType::IoUring, DriverType::Epoll];
 
-/// Runs `body` once per driver with a builder preset to it.
+/// Runs `body` once per driver with a builder preset to it, and once more on
+/// io_uring with unbuffered reads (the kernel writing into the caller's
+/// buffers, the path most of the cancel contract is about).
 pub fn each_driver(body: impl Fn(Builder)) {
     for driver in DRIVERS {
         eprintln!("-- driver {driver:?}");
         body(Runtime::builder().driver_type(driver));
+        if driver == DriverType::IoUring {
+            eprintln!("-- driver {driver:?}, unbuffered reads");
+            body(Runtime::builder().driver_type(driver).buffered_reads(false));
+        }
     }
 }
 

@@ -24,8 +24,12 @@
 //! freed memory is not. The eventfd read buffer follows the same rule.
 
 pub(crate) mod op;
+mod recv;
+
+pub(crate) use self::recv::Buffered;
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -33,6 +37,8 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 
+use self::recv::{BufRing, Multishot};
+use super::fd::SharedFd;
 use super::{DriverStats, Orphan, Ready, Unparker};
 use crate::sys::EventFd;
 
@@ -46,11 +52,25 @@ enum Lifecycle {
     Waiting(Waker),
     Completed(i32),
     Abandoned(Box<dyn Orphan>),
+    /// A socket's multishot recv (see `recv.rs`): many CQEs, and the slot
+    /// outlives the final one until the stream has read what it holds.
+    Multishot(Box<Multishot>),
 }
 
 struct Slot {
     generation: u32,
     state: Lifecycle,
+}
+
+impl Slot {
+    /// Whether the kernel may still post a CQE for this slot.
+    fn in_flight(&self) -> bool {
+        match &self.state {
+            Lifecycle::Completed(_) => false,
+            Lifecycle::Multishot(multishot) => multishot.armed(),
+            _ => true,
+        }
+    }
 }
 
 /// Identifies a submitted op; stale keys never match a reused slot.
@@ -64,24 +84,108 @@ impl OpKey {
     fn user_data(self) -> u64 {
         (u64::from(self.generation) << 32) | self.index as u64
     }
+
+    fn from_user_data(user_data: u64) -> OpKey {
+        OpKey {
+            index: (user_data & u64::from(u32::MAX)) as usize,
+            generation: (user_data >> 32) as u32,
+        }
+    }
+}
+
+/// Which io_uring features the driver uses. The defaults are the ones the
+/// echo benchmark measured as wins (BENCHMARKS.md); `RINGSHARD_URING_TUNE`
+/// (comma-separated `name=value`) overrides them, so a benchmark can measure
+/// each feature against its absence. Not a stable interface.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    /// Setup flags: 0 = SINGLE_ISSUER|DEFER_TASKRUN, 1 = COOP_TASKRUN, 2 = none
+    /// (each with SUBMIT_ALL); the kernel may force a later one.
+    pub(crate) setup: u8,
+    /// When a send tries a non-blocking `send` syscall before the ring:
+    /// 0 = never, 1 = always, 2 = when no other task is ready to run (no
+    /// batch of SQEs to join).
+    pub(crate) direct_send: u8,
+    /// Stream reads come from a multishot recv into provided buffers.
+    pub(crate) multishot_recv: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            setup: 0,
+            direct_send: 2,
+            multishot_recv: true,
+        }
+    }
+}
+
+impl Tuning {
+    /// The defaults (with the builder's `buffered_reads`), then
+    /// `RINGSHARD_URING_TUNE` applied; unknown names and bad values are
+    /// errors, so a benchmark never measures a typo.
+    pub(crate) fn from_env(buffered_reads: bool) -> io::Result<Tuning> {
+        let mut tuning = Tuning {
+            multishot_recv: buffered_reads,
+            ..Tuning::default()
+        };
+        let Ok(spec) = std::env::var("RINGSHARD_URING_TUNE") else {
+            return Ok(tuning);
+        };
+        for item in spec.split(',').filter(|item| !item.is_empty()) {
+            let bad = || {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "RINGSHARD_URING_TUNE: {item:?} is not one of setup=0|1|2, direct_send=0|1|2, \
+                         multishot_recv=0|1"
+                    ),
+                )
+            };
+            let (name, value) = item.split_once('=').ok_or_else(bad)?;
+            let switch = || match value {
+                "0" => Ok(false),
+                "1" => Ok(true),
+                _ => Err(bad()),
+            };
+            match name {
+                "setup" => {
+                    tuning.setup = value.parse().ok().filter(|&v| v <= 2).ok_or_else(bad)?
+                }
+                "direct_send" => {
+                    tuning.direct_send = value.parse().ok().filter(|&v| v <= 2).ok_or_else(bad)?
+                }
+                "multishot_recv" => tuning.multishot_recv = switch()?,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(tuning)
+    }
 }
 
 pub(crate) struct UringDriver {
     ring: IoUring,
+    pub(crate) tuning: Tuning,
     ops: Slab<Slot>,
     generation: u32,
     eventfd: Arc<EventFd>,
     /// The eventfd read's target; boxed so its address is stable.
     eventfd_buf: Box<u64>,
     eventfd_armed: bool,
+    /// The provided buffers of buffered reads, made on the first one.
+    bufs: Option<BufRing>,
+    /// Buffered reads are off (by `Tuning`, or the kernel lacks them).
+    buffered_off: bool,
     ready: Ready,
     pub(crate) stats: DriverStats,
 }
 
 impl UringDriver {
     /// Creates the ring with the best setup flags the kernel accepts.
-    pub(crate) fn new(entries: u32) -> io::Result<UringDriver> {
-        let ring = setup(entries)?;
+    pub(crate) fn new(options: super::DriverOptions) -> io::Result<UringDriver> {
+        let tuning = Tuning::from_env(options.buffered_reads)?;
+        let entries = options.entries;
+        let ring = setup(entries, tuning.setup)?;
         if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -91,11 +195,14 @@ impl UringDriver {
         }
         Ok(UringDriver {
             ring,
+            tuning,
             ops: Slab::with_capacity(entries as usize),
             generation: 0,
             eventfd: Arc::new(EventFd::new()?),
             eventfd_buf: Box::new(0),
             eventfd_armed: false,
+            bufs: None,
+            buffered_off: !tuning.multishot_recv,
             ready: Ready::default(),
             stats: DriverStats::default(),
         })
@@ -168,13 +275,123 @@ impl UringDriver {
         }
         slot.state = Lifecycle::Abandoned(orphan);
         if cancel {
-            let sqe = opcode::AsyncCancel::new(key.user_data())
-                .build()
-                .user_data(TOKEN_IGNORE);
-            // SAFETY: an ASYNC_CANCEL carries no pointers.
-            unsafe { self.push(sqe) };
+            self.cancel(key.user_data());
         }
         None
+    }
+
+    /// Queues an `ASYNC_CANCEL` of the op `user_data`.
+    fn cancel(&mut self, user_data: u64) {
+        let sqe = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(TOKEN_IGNORE);
+        // SAFETY: an ASYNC_CANCEL carries no pointers.
+        unsafe { self.push(sqe) };
+    }
+
+    /// A buffered read of a stream socket into `dst[..len]` (see `recv.rs`):
+    /// arms the socket's multishot recv on first use, then copies what it
+    /// received.
+    pub(crate) fn read_buffered(
+        &mut self,
+        uid: u64,
+        fd: &SharedFd,
+        dst: *mut u8,
+        len: usize,
+        waker: &Waker,
+    ) -> Buffered {
+        if self.buffered_off || len == 0 {
+            return Buffered::Fallback;
+        }
+        if self.bufs.is_none() {
+            match BufRing::new(&self.ring) {
+                Ok(bufs) => self.bufs = Some(bufs),
+                Err(_) => {
+                    // No provided buffer rings on this kernel.
+                    self.buffered_off = true;
+                    return Buffered::Fallback;
+                }
+            }
+        }
+        loop {
+            let key = match fd.registration() {
+                Some((owner, user_data)) if owner == uid => OpKey::from_user_data(user_data),
+                Some(_) => {
+                    return Buffered::Ready(Err(io::Error::other(
+                        "this socket belongs to another shard; I/O objects stay on the shard \
+                         that made them",
+                    )))
+                }
+                None => {
+                    let sqe = opcode::RecvMulti::new(types::Fd(fd.raw()), recv::GROUP).build();
+                    // SAFETY: the SQE's only pointers are to provided
+                    // buffers, which live while any recv is armed.
+                    let key = unsafe { self.submit(sqe) };
+                    self.ops[key.index].state = Lifecycle::Multishot(Box::default());
+                    fd.set_registration((uid, key.user_data()));
+                    key
+                }
+            };
+            let slot = self
+                .ops
+                .get_mut(key.index)
+                .filter(|s| s.generation == key.generation);
+            let Some(Slot {
+                state: Lifecycle::Multishot(multishot),
+                ..
+            }) = slot
+            else {
+                fd.clear_registration();
+                continue;
+            };
+            let bufs = self.bufs.as_mut().expect("made above");
+            let copied = multishot.copy_to(bufs, dst, len);
+            if copied > 0 {
+                return Buffered::Ready(Ok(copied));
+            }
+            let Some(end) = multishot.end else {
+                if !multishot.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    multishot.waker = Some(waker.clone());
+                }
+                return Buffered::Pending;
+            };
+            // The recv is over and everything it received was read.
+            self.ops.remove(key.index);
+            fd.clear_registration();
+            match end {
+                recv::STOPPED => continue,
+                // The ring ran dry: this read goes straight to the socket.
+                result if result == -libc::ENOBUFS => return Buffered::Fallback,
+                // A kernel without multishot recv (before 6.0).
+                result if result == -libc::EINVAL => {
+                    self.buffered_off = true;
+                    return Buffered::Fallback;
+                }
+                result => return Buffered::Ready(op::to_result(result)),
+            }
+        }
+    }
+
+    /// The socket `fd` is being closed; `user_data` is its multishot recv.
+    /// The fd closes once the kernel is done with the recv.
+    pub(crate) fn release(&mut self, fd: OwnedFd, user_data: u64) {
+        let OpKey { index, generation } = OpKey::from_user_data(user_data);
+        let Some(Slot {
+            state: Lifecycle::Multishot(multishot),
+            ..
+        }) = self.ops.get_mut(index).filter(|s| s.generation == generation)
+        else {
+            return;
+        };
+        if let Some(bufs) = self.bufs.as_mut() {
+            multishot.discard(bufs);
+        }
+        if multishot.armed() {
+            multishot.orphan_fd = Some(fd);
+            self.cancel(user_data);
+        } else {
+            self.ops.remove(index);
+        }
     }
 
     /// Submits queued SQEs and reaps completions without waiting. Makes no
@@ -263,14 +480,14 @@ impl UringDriver {
     fn reap(&mut self) {
         const BATCH: usize = 64;
         loop {
-            let mut batch = [(0u64, 0i32); BATCH];
+            let mut batch = [(0u64, 0i32, 0u32); BATCH];
             let mut count = 0;
             for cqe in self.ring.completion().take(BATCH) {
-                batch[count] = (cqe.user_data(), cqe.result());
+                batch[count] = (cqe.user_data(), cqe.result(), cqe.flags());
                 count += 1;
             }
-            for &(user_data, result) in &batch[..count] {
-                self.complete(user_data, result);
+            for &(user_data, result, flags) in &batch[..count] {
+                self.complete(user_data, result, flags);
             }
             if count == BATCH {
                 continue;
@@ -292,13 +509,12 @@ impl UringDriver {
         }
     }
 
-    fn complete(&mut self, user_data: u64, result: i32) {
+    fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
         match user_data {
             TOKEN_EVENTFD => self.eventfd_armed = false,
             TOKEN_IGNORE => {}
             _ => {
-                let index = (user_data & u64::from(u32::MAX)) as usize;
-                let generation = (user_data >> 32) as u32;
+                let OpKey { index, generation } = OpKey::from_user_data(user_data);
                 let Some(slot) = self
                     .ops
                     .get_mut(index)
@@ -307,13 +523,25 @@ impl UringDriver {
                     return;
                 };
                 self.stats.completed += 1;
+                if let Lifecycle::Multishot(multishot) = &mut slot.state {
+                    let bufs = self.bufs.as_mut().expect("armed only with a buffer ring");
+                    let pause = multishot.complete(bufs, result, flags);
+                    if multishot.orphan_fd.is_some() && !multishot.armed() {
+                        // The stream is gone and the kernel is done: the
+                        // slot goes, and its fd closes.
+                        self.ops.remove(index);
+                    } else if pause {
+                        self.cancel(user_data);
+                    }
+                    return;
+                }
                 match std::mem::replace(&mut slot.state, Lifecycle::Completed(result)) {
                     Lifecycle::Waiting(waker) => self.ready.wakers.push(waker),
                     Lifecycle::Abandoned(orphan) => {
                         self.ops.remove(index);
                         self.ready.orphans.push((orphan, result));
                     }
-                    Lifecycle::Submitted | Lifecycle::Completed(_) => {}
+                    Lifecycle::Submitted | Lifecycle::Completed(_) | Lifecycle::Multishot(_) => {}
                 }
             }
         }
@@ -326,6 +554,9 @@ impl UringDriver {
 
     pub(crate) fn wake_all(&mut self, out: &mut Ready) {
         for (_, slot) in self.ops.iter_mut() {
+            if let Lifecycle::Multishot(multishot) = &mut slot.state {
+                out.wakers.extend(multishot.waker.take());
+            }
             if let Lifecycle::Waiting(_) = slot.state {
                 if let Lifecycle::Waiting(waker) =
                     std::mem::replace(&mut slot.state, Lifecycle::Submitted)
@@ -343,7 +574,7 @@ impl UringDriver {
         let keys: Vec<u64> = self
             .ops
             .iter()
-            .filter(|(_, slot)| !matches!(slot.state, Lifecycle::Completed(_)))
+            .filter(|(_, slot)| slot.in_flight())
             .map(|(index, slot)| {
                 OpKey {
                     index,
@@ -357,18 +588,10 @@ impl UringDriver {
         #[cfg(ringshard_broken = "no_shutdown_cancel")]
         let keys: Vec<u64> = keys.into_iter().filter(|_| false).collect();
         for user_data in keys {
-            let sqe = opcode::AsyncCancel::new(user_data)
-                .build()
-                .user_data(TOKEN_IGNORE);
-            // SAFETY: an ASYNC_CANCEL carries no pointers.
-            unsafe { self.push(sqe) };
+            self.cancel(user_data);
         }
         loop {
-            let pending = self.eventfd_armed
-                || self
-                    .ops
-                    .iter()
-                    .any(|(_, s)| !matches!(s.state, Lifecycle::Completed(_)));
+            let pending = self.eventfd_armed || self.ops.iter().any(|(_, s)| s.in_flight());
             let now = Instant::now();
             if !pending || now >= deadline {
                 break;
@@ -384,9 +607,22 @@ impl UringDriver {
     /// ops and an armed eventfd read. Closing the ring does not stop the
     /// kernel synchronously, so freeing them would be a use-after-free.
     fn leak_in_flight(&mut self) {
+        let mut armed = false;
         for slot in self.ops.drain() {
-            if let Lifecycle::Abandoned(orphan) = slot.state {
-                std::mem::forget(orphan);
+            armed |= matches!(&slot.state, Lifecycle::Multishot(m) if m.armed());
+            match slot.state {
+                Lifecycle::Abandoned(orphan) => std::mem::forget(orphan),
+                Lifecycle::Multishot(multishot) if multishot.armed() => std::mem::forget(multishot),
+                _ => {}
+            }
+        }
+        if let Some(bufs) = self.bufs.take() {
+            if armed {
+                // A recv still armed may pick a buffer: leak them all.
+                std::mem::forget(bufs);
+            } else {
+                // SAFETY: no recv is armed.
+                unsafe { bufs.unregister(&self.ring) };
             }
         }
         if self.eventfd_armed {
@@ -407,7 +643,7 @@ impl Drop for UringDriver {
 
 /// Ring setup, best flags first; a flag set the kernel rejects with EINVAL is
 /// dropped and the next one tried.
-fn setup(entries: u32) -> io::Result<IoUring> {
+fn setup(entries: u32, first: u8) -> io::Result<IoUring> {
     let cq_entries = entries.saturating_mul(2);
     type Configure = fn(&mut io_uring::Builder);
     let attempts: [Configure; 4] = [
@@ -427,7 +663,7 @@ fn setup(entries: u32) -> io::Result<IoUring> {
         |_| {},
     ];
     let mut last = None;
-    for configure in attempts {
+    for configure in attempts.into_iter().skip(usize::from(first)) {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cq_entries).setup_clamp();
         configure(&mut builder);
