@@ -275,8 +275,10 @@ fn accept_completing_after_its_future_dropped_closes_the_connection() {
     });
 }
 
-/// Broken build that fails it: `release_on_drop` (the read, never
-/// cancelled, is submitted after its fd number went to the new stream).
+/// Broken builds that fail it: `release_on_drop` (the read, never
+/// cancelled, is submitted after its fd number went to the new stream), and
+/// `close_armed_recv` (with buffered reads: the stream's multishot recv,
+/// still in the submission queue, is armed on the new stream).
 #[test]
 fn read_dropped_in_flight_never_steals_bytes_from_a_stream_reusing_its_fd() {
     let _serial = serial();

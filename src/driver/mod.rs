@@ -57,6 +57,8 @@ pub(crate) struct DriverStats {
     pub(crate) completed: u64,
     pub(crate) enters: u64,
     pub(crate) cq_overflows: u64,
+    pub(crate) recv_buffer_shortages: u64,
+    pub(crate) recv_pauses: u64,
 }
 
 /// Resources of an op whose future was dropped before its completion; they

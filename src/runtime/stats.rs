@@ -22,6 +22,12 @@ pub struct ShardStats {
     pub timers_fired: u64,
     /// Times the completion queue overflowed into the kernel's backlog.
     pub cq_overflows: u64,
+    /// Buffered reads (io_uring) that found the shard's buffer ring empty
+    /// and read unbuffered instead. See `Builder::buffered_reads`.
+    pub recv_buffer_shortages: u64,
+    /// Times a socket's buffered receive was paused because it held its cap
+    /// of unread buffers.
+    pub recv_pauses: u64,
 }
 
 /// Per-shard counters, from [`crate::Runtime::stats`].
@@ -55,6 +61,8 @@ impl RuntimeStats {
                 parks: a.parks + b.parks,
                 timers_fired: a.timers_fired + b.timers_fired,
                 cq_overflows: a.cq_overflows + b.cq_overflows,
+                recv_buffer_shortages: a.recv_buffer_shortages + b.recv_buffer_shortages,
+                recv_pauses: a.recv_pauses + b.recv_pauses,
             })
     }
 }

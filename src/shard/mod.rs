@@ -342,6 +342,12 @@ impl Core {
         stats
             .cq_overflows
             .store(driver.cq_overflows, Ordering::Relaxed);
+        stats
+            .recv_buffer_shortages
+            .store(driver.recv_buffer_shortages, Ordering::Relaxed);
+        stats
+            .recv_pauses
+            .store(driver.recv_pauses, Ordering::Relaxed);
     }
 
     fn tick_floor(&self, instant: Instant) -> u64 {

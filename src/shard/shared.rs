@@ -40,6 +40,8 @@ pub(crate) struct AtomicStats {
     pub(crate) parks: AtomicU64,
     pub(crate) timers_fired: AtomicU64,
     pub(crate) cq_overflows: AtomicU64,
+    pub(crate) recv_buffer_shortages: AtomicU64,
+    pub(crate) recv_pauses: AtomicU64,
 }
 
 impl AtomicStats {
@@ -56,6 +58,8 @@ impl AtomicStats {
             parks: get(&self.parks),
             timers_fired: get(&self.timers_fired),
             cq_overflows: get(&self.cq_overflows),
+            recv_buffer_shortages: get(&self.recv_buffer_shortages),
+            recv_pauses: get(&self.recv_pauses),
         }
     }
 }

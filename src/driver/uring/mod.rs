@@ -361,7 +361,10 @@ impl UringDriver {
             match end {
                 recv::STOPPED => continue,
                 // The ring ran dry: this read goes straight to the socket.
-                result if result == -libc::ENOBUFS => return Buffered::Fallback,
+                result if result == -libc::ENOBUFS => {
+                    self.stats.recv_buffer_shortages += 1;
+                    return Buffered::Fallback;
+                }
                 // A kernel without multishot recv (before 6.0).
                 result if result == -libc::EINVAL => {
                     self.buffered_off = true;
@@ -387,7 +390,14 @@ impl UringDriver {
             multishot.discard(bufs);
         }
         if multishot.armed() {
-            multishot.orphan_fd = Some(fd);
+            // Deliberately broken build for the fd-reuse test: close the fd
+            // while the recv may not even have reached the kernel.
+            #[cfg(ringshard_broken = "close_armed_recv")]
+            drop(fd);
+            #[cfg(not(ringshard_broken = "close_armed_recv"))]
+            {
+                multishot.orphan_fd = Some(fd);
+            }
             self.cancel(user_data);
         } else {
             self.ops.remove(index);
@@ -531,6 +541,7 @@ impl UringDriver {
                         // slot goes, and its fd closes.
                         self.ops.remove(index);
                     } else if pause {
+                        self.stats.recv_pauses += 1;
                         self.cancel(user_data);
                     }
                     return;

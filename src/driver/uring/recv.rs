@@ -211,6 +211,9 @@ impl Multishot {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
+        // Deliberately broken build for the cap test: never pause.
+        #[cfg(ringshard_broken = "no_recv_cap")]
+        return false;
         let pause = self.armed() && !self.paused && self.chunks.len() >= CAP;
         self.paused |= pause;
         pause
@@ -244,6 +247,14 @@ impl Multishot {
 
     /// Gives every waiting buffer back to the ring (the stream is gone).
     pub(crate) fn discard(&mut self, bufs: &mut BufRing) {
+        // Deliberately broken build for the recycling test: lose them.
+        #[cfg(ringshard_broken = "leak_recv_buffers")]
+        {
+            let _ = bufs;
+            self.chunks.clear();
+            return;
+        }
+        #[allow(unreachable_code, reason = "after a broken build's return")]
         for chunk in self.chunks.drain(..) {
             bufs.provide(chunk.bid);
         }
