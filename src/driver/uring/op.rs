@@ -30,39 +30,50 @@ impl<T: OpCode> Orphan for T {
     }
 }
 
-fn fd(op: &impl OpCode) -> types::Fd {
-    types::Fd(op.fd().raw())
+/// Builds an SQE naming the op's socket by its registered file index when it
+/// has one, by its fd number otherwise: `target!(op, |fd| opcode::X::new(fd, ..))`.
+macro_rules! target {
+    ($op:expr, |$fd:ident| $build:expr) => {
+        match $op.fd().fixed() {
+            Some(index) => {
+                let $fd = types::Fixed(index);
+                $build.build()
+            }
+            None => {
+                let $fd = types::Fd($op.fd().raw());
+                $build.build()
+            }
+        }
+    };
 }
 
 impl UringOp for Accept {
     fn sqe(&mut self) -> squeue::Entry {
         self.addr.reset_len();
         let addr = self.addr.as_mut_ptr();
-        opcode::Accept::new(fd(self), addr, &mut self.addr.len)
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
+        let len: *mut libc::socklen_t = &mut self.addr.len;
+        target!(self, |fd| opcode::Accept::new(fd, addr, len).flags(libc::SOCK_CLOEXEC))
     }
 }
 
 impl UringOp for Connect {
     fn sqe(&mut self) -> squeue::Entry {
-        opcode::Connect::new(fd(self), self.addr.as_ptr().cast(), self.addr.len()).build()
+        let (addr, len) = (self.addr.as_ptr().cast(), self.addr.len());
+        target!(self, |fd| opcode::Connect::new(fd, addr, len))
     }
 }
 
 impl<B: IoBufMut> UringOp for Recv<B> {
     fn sqe(&mut self) -> squeue::Entry {
         let (ptr, len) = self.target();
-        opcode::Recv::new(fd(self), ptr, len as u32).build()
+        target!(self, |fd| opcode::Recv::new(fd, ptr, len as u32))
     }
 }
 
 impl<B: IoBuf> UringOp for Send<B> {
     fn sqe(&mut self) -> squeue::Entry {
         let (ptr, len) = self.source();
-        opcode::Send::new(fd(self), ptr, len as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
+        target!(self, |fd| opcode::Send::new(fd, ptr, len as u32).flags(libc::MSG_NOSIGNAL))
     }
 
     /// A socket almost always has room for a send: one `send` syscall is
@@ -84,9 +95,8 @@ impl<B: IoBuf> UringOp for Send<B> {
 
 impl<B: IoBuf> UringOp for SendMsg<B> {
     fn sqe(&mut self) -> squeue::Entry {
-        opcode::SendMsg::new(fd(self), self.msg())
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
+        let msg = self.msg();
+        target!(self, |fd| opcode::SendMsg::new(fd, msg).flags(libc::MSG_NOSIGNAL as u32))
     }
 
     /// As for [`Send`].
@@ -117,7 +127,8 @@ fn sent_now(sent: isize) -> Option<io::Result<usize>> {
 
 impl<B: IoBufMut> UringOp for RecvMsg<B> {
     fn sqe(&mut self) -> squeue::Entry {
-        opcode::RecvMsg::new(fd(self), self.msg()).build()
+        let msg = self.msg();
+        target!(self, |fd| opcode::RecvMsg::new(fd, msg))
     }
 }
 
@@ -161,6 +172,7 @@ pub(crate) fn poll<T: Operation>(
         if let Err(error) = make_blocking(op.fd()) {
             return Poll::Ready((Err(error), op));
         }
+        uring.register_file(uid, op.fd());
         let direct = match uring.tuning.direct_send {
             0 => false,
             1 => true,
