@@ -32,8 +32,6 @@ struct Inner {
     /// it: (shard uid, token). On the readiness driver, the socket's
     /// registration; on io_uring, its multishot recv (buffered reads).
     registration: Cell<Option<(u64, u64)>>,
-    /// Its slot in the io_uring's registered file table: (shard uid, index).
-    fixed: Cell<Option<(u64, u32)>>,
 }
 
 impl SharedFd {
@@ -49,7 +47,6 @@ impl SharedFd {
                 fd: ManuallyDrop::new(fd),
                 blocking: Cell::new(blocking),
                 registration: Cell::new(None),
-                fixed: Cell::new(None),
             }),
         }
     }
@@ -84,15 +81,6 @@ impl SharedFd {
         self.inner.registration.set(Some(registration));
     }
 
-    /// Its registered file index, when it has one on io_uring.
-    pub(crate) fn fixed(&self) -> Option<u32> {
-        self.inner.fixed.get().map(|(_, index)| index)
-    }
-
-    pub(crate) fn set_fixed(&self, uid: u64, index: u32) {
-        self.inner.fixed.set(Some((uid, index)));
-    }
-
     pub(crate) fn clear_registration(&self) {
         self.inner.registration.set(None);
     }
@@ -104,9 +92,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // SAFETY: `fd` is never used again.
         let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
-        if let Some((uid, index)) = self.fixed.take() {
-            shard::with_driver_of(uid, |driver| driver.unregister_file(index));
-        }
         match self.registration.take() {
             // Not reachable (a thread-local teardown): the closure drops,
             // and `fd` closes with it.

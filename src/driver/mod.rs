@@ -203,15 +203,6 @@ impl Driver {
         }
     }
 
-    /// Frees a registered file slot (io_uring).
-    pub(crate) fn unregister_file(&mut self, index: u32) {
-        #[cfg(target_os = "linux")]
-        if let Driver::Uring(driver) = self {
-            driver.unregister_file(index);
-        }
-        let _ = index;
-    }
-
     pub(crate) fn stats(&self) -> DriverStats {
         match self {
             #[cfg(target_os = "linux")]

@@ -45,8 +45,6 @@ use crate::sys::EventFd;
 const TOKEN_EVENTFD: u64 = u64::MAX;
 const TOKEN_IGNORE: u64 = u64::MAX - 1;
 const IORING_ENTER_GETEVENTS: u32 = 1;
-/// Size of the registered file table, when `Tuning::fixed_files` is on.
-const FIXED_FILES: u32 = 4096;
 
 /// The lifecycle of one op, see the module's `# Safety` section.
 enum Lifecycle {
@@ -110,8 +108,6 @@ pub(crate) struct Tuning {
     pub(crate) direct_send: u8,
     /// Stream reads come from a multishot recv into provided buffers.
     pub(crate) multishot_recv: bool,
-    /// Sockets are registered in the ring's file table, ops name them by index.
-    pub(crate) fixed_files: bool,
 }
 
 impl Default for Tuning {
@@ -120,7 +116,6 @@ impl Default for Tuning {
             setup: 0,
             direct_send: 2,
             multishot_recv: true,
-            fixed_files: false,
         }
     }
 }
@@ -143,7 +138,7 @@ impl Tuning {
                     io::ErrorKind::InvalidInput,
                     format!(
                         "RINGSHARD_URING_TUNE: {item:?} is not one of setup=0|1|2, direct_send=0|1|2, \
-                         multishot_recv=0|1, fixed_files=0|1"
+                         multishot_recv=0|1"
                     ),
                 )
             };
@@ -161,7 +156,6 @@ impl Tuning {
                     tuning.direct_send = value.parse().ok().filter(|&v| v <= 2).ok_or_else(bad)?
                 }
                 "multishot_recv" => tuning.multishot_recv = switch()?,
-                "fixed_files" => tuning.fixed_files = switch()?,
                 _ => return Err(bad()),
             }
         }
@@ -182,10 +176,6 @@ pub(crate) struct UringDriver {
     bufs: Option<BufRing>,
     /// Buffered reads are off (by `Tuning`, or the kernel lacks them).
     buffered_off: bool,
-    /// Free slots of the registered file table (`Tuning::fixed_files`).
-    free_files: Vec<u32>,
-    /// Slots handed out so far (the table fills from 0).
-    files_made: u32,
     ready: Ready,
     pub(crate) stats: DriverStats,
 }
@@ -203,9 +193,6 @@ impl UringDriver {
                  (needs Linux 5.11+)",
             ));
         }
-        if tuning.fixed_files {
-            ring.submitter().register_files_sparse(FIXED_FILES)?;
-        }
         Ok(UringDriver {
             ring,
             tuning,
@@ -216,8 +203,6 @@ impl UringDriver {
             eventfd_armed: false,
             bufs: None,
             buffered_off: !tuning.multishot_recv,
-            free_files: Vec::new(),
-            files_made: 0,
             ready: Ready::default(),
             stats: DriverStats::default(),
         })
@@ -295,38 +280,6 @@ impl UringDriver {
         None
     }
 
-    /// Gives `fd` a slot in the registered file table, if the table is on
-    /// and has room (otherwise ops keep naming it by number).
-    pub(crate) fn register_file(&mut self, uid: u64, fd: &SharedFd) {
-        if !self.tuning.fixed_files || fd.fixed().is_some() {
-            return;
-        }
-        if self.free_files.is_empty() && self.files_made < FIXED_FILES {
-            self.free_files.push(self.files_made);
-            self.files_made += 1;
-        }
-        let Some(index) = self.free_files.pop() else {
-            return;
-        };
-        match self.ring.submitter().register_files_update(index, &[fd.raw()]) {
-            Ok(_) => fd.set_fixed(uid, index),
-            Err(_) => self.free_files.push(index),
-        }
-    }
-
-    /// Empties slot `index` of the registered file table. Ops in flight on
-    /// it keep their file until they complete.
-    pub(crate) fn unregister_file(&mut self, index: u32) {
-        // SQEs still queued may name `index`: the kernel resolves them when
-        // they are submitted, so submit them before the slot can be reused.
-        if !self.ring.submission().is_empty() {
-            self.enter(0, None);
-        }
-        if self.ring.submitter().register_files_update(index, &[-1]).is_ok() {
-            self.free_files.push(index);
-        }
-    }
-
     /// Queues an `ASYNC_CANCEL` of the op `user_data`.
     fn cancel(&mut self, user_data: u64) {
         let sqe = opcode::AsyncCancel::new(user_data)
@@ -370,12 +323,7 @@ impl UringDriver {
                     )))
                 }
                 None => {
-                    self.register_file(uid, fd);
-                    let sqe = match fd.fixed() {
-                        Some(index) => opcode::RecvMulti::new(types::Fixed(index), recv::GROUP),
-                        None => opcode::RecvMulti::new(types::Fd(fd.raw()), recv::GROUP),
-                    }
-                    .build();
+                    let sqe = opcode::RecvMulti::new(types::Fd(fd.raw()), recv::GROUP).build();
                     // SAFETY: the SQE's only pointers are to provided
                     // buffers, which live while any recv is armed.
                     let key = unsafe { self.submit(sqe) };

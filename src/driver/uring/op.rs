@@ -30,50 +30,39 @@ impl<T: OpCode> Orphan for T {
     }
 }
 
-/// Builds an SQE naming the op's socket by its registered file index when it
-/// has one, by its fd number otherwise: `target!(op, |fd| opcode::X::new(fd, ..))`.
-macro_rules! target {
-    ($op:expr, |$fd:ident| $build:expr) => {
-        match $op.fd().fixed() {
-            Some(index) => {
-                let $fd = types::Fixed(index);
-                $build.build()
-            }
-            None => {
-                let $fd = types::Fd($op.fd().raw());
-                $build.build()
-            }
-        }
-    };
+fn fd(op: &impl OpCode) -> types::Fd {
+    types::Fd(op.fd().raw())
 }
 
 impl UringOp for Accept {
     fn sqe(&mut self) -> squeue::Entry {
         self.addr.reset_len();
         let addr = self.addr.as_mut_ptr();
-        let len: *mut libc::socklen_t = &mut self.addr.len;
-        target!(self, |fd| opcode::Accept::new(fd, addr, len).flags(libc::SOCK_CLOEXEC))
+        opcode::Accept::new(fd(self), addr, &mut self.addr.len)
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
     }
 }
 
 impl UringOp for Connect {
     fn sqe(&mut self) -> squeue::Entry {
-        let (addr, len) = (self.addr.as_ptr().cast(), self.addr.len());
-        target!(self, |fd| opcode::Connect::new(fd, addr, len))
+        opcode::Connect::new(fd(self), self.addr.as_ptr().cast(), self.addr.len()).build()
     }
 }
 
 impl<B: IoBufMut> UringOp for Recv<B> {
     fn sqe(&mut self) -> squeue::Entry {
         let (ptr, len) = self.target();
-        target!(self, |fd| opcode::Recv::new(fd, ptr, len as u32))
+        opcode::Recv::new(fd(self), ptr, len as u32).build()
     }
 }
 
 impl<B: IoBuf> UringOp for Send<B> {
     fn sqe(&mut self) -> squeue::Entry {
         let (ptr, len) = self.source();
-        target!(self, |fd| opcode::Send::new(fd, ptr, len as u32).flags(libc::MSG_NOSIGNAL))
+        opcode::Send::new(fd(self), ptr, len as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
     }
 
     /// A socket almost always has room for a send: one `send` syscall is
@@ -95,8 +84,9 @@ impl<B: IoBuf> UringOp for Send<B> {
 
 impl<B: IoBuf> UringOp for SendMsg<B> {
     fn sqe(&mut self) -> squeue::Entry {
-        let msg = self.msg();
-        target!(self, |fd| opcode::SendMsg::new(fd, msg).flags(libc::MSG_NOSIGNAL as u32))
+        opcode::SendMsg::new(fd(self), self.msg())
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
     }
 
     /// As for [`Send`].
@@ -127,8 +117,7 @@ fn sent_now(sent: isize) -> Option<io::Result<usize>> {
 
 impl<B: IoBufMut> UringOp for RecvMsg<B> {
     fn sqe(&mut self) -> squeue::Entry {
-        let msg = self.msg();
-        target!(self, |fd| opcode::RecvMsg::new(fd, msg))
+        opcode::RecvMsg::new(fd(self), self.msg()).build()
     }
 }
 
@@ -172,7 +161,6 @@ pub(crate) fn poll<T: Operation>(
         if let Err(error) = make_blocking(op.fd()) {
             return Poll::Ready((Err(error), op));
         }
-        uring.register_file(uid, op.fd());
         let direct = match uring.tuning.direct_send {
             0 => false,
             1 => true,
