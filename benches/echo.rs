@@ -90,6 +90,9 @@ fn main() {
         _ => vec![None, Some(50_000)],
     };
     let names: Vec<String> = kinds.iter().map(|kind| short_name(kind)).collect();
+    if text("--mode") == Some("churn") {
+        return churn(&servers, &names, rounds, duration);
+    }
     for rate in modes {
         match rate {
             None => println!("\n## closed loop"),
@@ -159,6 +162,66 @@ fn median(samples: &[Sample]) -> Sample {
 struct Server {
     child: Child,
     addr: SocketAddr,
+}
+
+/// Connection churn: client threads (on the load CPU) each loop connect,
+/// one 64-byte echo, close. Reports connections/s and server CPU per
+/// connection: what accept costs.
+fn churn(servers: &[Server], names: &[String], rounds: usize, duration: Duration) {
+    const THREADS: usize = 8;
+    println!(
+        "\n## connection churn: {THREADS} client threads, each connect + 64-byte echo + close"
+    );
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
+    for round in 0..rounds {
+        for k in 0..servers.len() {
+            let s = (k + round) % servers.len();
+            let (addr, pid) = (servers[s].addr, servers[s].child.id());
+            let before = support::process_cpu(pid).unwrap();
+            let start = std::time::Instant::now();
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut count = 0u64;
+                        let mut buf = [0u8; 64];
+                        while start.elapsed() < duration {
+                            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                            stream.set_nodelay(true).unwrap();
+                            stream.write_all(&[7; 64]).unwrap();
+                            stream.read_exact(&mut buf).unwrap();
+                            count += 1;
+                        }
+                        count
+                    })
+                })
+                .collect();
+            let count: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            let elapsed = start.elapsed();
+            // Let the server finish the last closes before reading its CPU.
+            std::thread::sleep(Duration::from_millis(50));
+            let cpu = support::process_cpu(pid).unwrap() - before;
+            samples[s].push((
+                count as f64 / elapsed.as_secs_f64(),
+                cpu.as_nanos() as f64 / count as f64,
+            ));
+        }
+    }
+    let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        let mut v: Vec<f64> = v.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let first = med(&samples[0], |s| s.1);
+    for (name, samples) in names.iter().zip(&samples) {
+        let cpu = med(samples, |s| s.1);
+        println!(
+            "{name:>24}: {:>8.0} conn/s {cpu:>8.0} ns server CPU per connection, {:.3}x {}",
+            med(samples, |s| s.0),
+            cpu / first,
+            names[0],
+        );
+    }
 }
 
 /// A column name: `ringshard:direct_send=0` becomes `rs:direct_send=0`.

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use common::{assert_fds_return_to, each_driver, fd_count, poll_once, runtime, serial};
 use ringshard::buf::IoBufMut;
 use ringshard::net::{TcpListener, TcpStream, UdpSocket};
-use ringshard::{sleep, spawn, spawn_on, timeout, yield_now, DriverKind, ShardId};
+use ringshard::{
+    sleep, spawn, spawn_on, timeout, yield_now, DriverKind, DriverType, Runtime, ShardId,
+};
 
 const CANARY: u8 = 0xAA;
 
@@ -242,9 +244,20 @@ async fn expect_eof(client: &mut std::net::TcpStream) {
 #[test]
 fn accept_completing_after_its_future_dropped_closes_the_connection() {
     let _serial = serial();
-    each_driver(|builder| {
+    // (builder, whether the dropped accept was in the kernel): a one-shot
+    // io_uring accept completes after the drop and its orphan must close
+    // the connection; a multishot accept or epoll keeps it for the next accept.
+    let configs = [
+        (
+            common::one_shot(Runtime::builder().driver_type(DriverType::IoUring)),
+            true,
+        ),
+        (Runtime::builder().driver_type(DriverType::IoUring), false),
+        (Runtime::builder().driver_type(DriverType::Epoll), false),
+    ];
+    for (builder, in_kernel) in configs {
+        eprintln!("-- {builder:?}");
         let rt = runtime(builder, 1);
-        let kind = rt.driver_kind();
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
@@ -256,12 +269,12 @@ fn accept_completing_after_its_future_dropped_closes_the_connection() {
                 // the kernel (io_uring submits at the end of the turn).
                 let mut client = std::net::TcpStream::connect(addr).unwrap();
                 drop(accept);
-                match kind {
+                match in_kernel {
                     // The accept completes after the drop: the orphan closes it.
-                    DriverKind::IoUring => expect_eof(&mut client).await,
-                    // Nothing was in flight: the connection waits in the
-                    // backlog, and the next accept hands it out.
-                    _ => {
+                    true => expect_eof(&mut client).await,
+                    // The connection waits (in the backlog, or accepted by
+                    // the multishot accept), and the next accept hands it out.
+                    false => {
                         let (stream, peer) = listener.accept().await.unwrap();
                         assert_eq!(peer, client.local_addr().unwrap());
                         drop(stream);
@@ -272,7 +285,58 @@ fn accept_completing_after_its_future_dropped_closes_the_connection() {
             sleep(Duration::from_millis(10)).await;
             assert_eq!(fd_count(), baseline, "fds leaked");
         });
+    }
+}
+
+/// Broken build that fails it: `leak_queued_accepts`.
+#[test]
+fn listener_dropped_with_unclaimed_connections_closes_every_one() {
+    let _serial = serial();
+    each_driver(|builder| {
+        let baseline = fd_count();
+        let rt = runtime(builder, 1);
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _first = std::net::TcpStream::connect(addr).unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            // Nobody accepts these: they wait in the kernel's backlog, or
+            // (multishot accept) were accepted into the listener's queue.
+            let mut clients: Vec<std::net::TcpStream> = (0..20)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            sleep(Duration::from_millis(20)).await;
+            drop(listener);
+            drop(accepted);
+            for client in &mut clients {
+                expect_closed(client).await;
+            }
+        });
+        drop(rt);
+        assert_fds_return_to(baseline);
     });
+}
+
+/// Waits (yielding to the shard) until `client` sees its connection closed
+/// (EOF, or a reset from a listener closed with it in the backlog), or fails.
+async fn expect_closed(client: &mut std::net::TcpStream) {
+    use std::io::Read;
+    client.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match client.read(&mut [0; 16]) {
+            Ok(0) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no EOF: an unclaimed connection leaked"
+                );
+                sleep(Duration::from_millis(1)).await;
+            }
+            other => panic!("unexpected read result {other:?}"),
+        }
+    }
 }
 
 /// Broken builds that fail it: `release_on_drop` (the read, never

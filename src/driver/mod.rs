@@ -110,6 +110,8 @@ pub(crate) struct DriverOptions {
     pub(crate) entries: u32,
     /// io_uring stream reads through provided buffers (`Builder::buffered_reads`).
     pub(crate) buffered_reads: bool,
+    /// io_uring listeners keep a multishot accept armed (`Builder::multishot_accept`).
+    pub(crate) multishot_accept: bool,
 }
 
 /// One shard's driver.

@@ -53,6 +53,12 @@ fn each_addr<A: ToSocketAddrs, T>(
 /// One accept on `listener`: the new socket and the peer address the kernel
 /// reported.
 async fn accept(listener: &SharedFd) -> io::Result<(SharedFd, SockAddr)> {
+    if let Some(accepted) = accept_multishot(listener).await {
+        // SAFETY: a successful accept returns a new fd nobody else owns.
+        let fd = unsafe { SharedFd::from_raw(accepted?) };
+        let peer = socket2::SockRef::from(&fd).peer_addr()?;
+        return Ok((fd, peer));
+    }
     let accept = Accept {
         fd: listener.clone(),
         addr: AddrBuf::new(),
@@ -62,4 +68,32 @@ async fn accept(listener: &SharedFd) -> io::Result<(SharedFd, SockAddr)> {
     // SAFETY: a successful accept returns a new fd nobody else owns.
     let fd = unsafe { SharedFd::from_raw(fd) };
     Ok((fd, accept.addr.to_sockaddr()))
+}
+
+/// An accept through the listener's multishot accept (io_uring); `None`
+/// means use a single accept instead. Dropping it loses no connection: one
+/// accepted meanwhile waits for the next accept.
+async fn accept_multishot(listener: &SharedFd) -> Option<io::Result<RawFd>> {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::driver::uring::Accepted;
+        use crate::driver::Driver;
+        std::future::poll_fn(|cx| {
+            let polled = crate::shard::with_current_driver(|uid, driver| match driver {
+                Driver::Uring(uring) => uring.accept_multishot(uid, listener, cx.waker()),
+                Driver::Poll(_) => Accepted::Fallback,
+            });
+            match polled {
+                None | Some(Accepted::Fallback) => std::task::Poll::Ready(None),
+                Some(Accepted::Pending) => std::task::Poll::Pending,
+                Some(Accepted::Ready(result)) => std::task::Poll::Ready(Some(result)),
+            }
+        })
+        .await
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = listener;
+        None
+    }
 }

@@ -30,7 +30,9 @@ async fn read_buffered<B: IoBufMut>(
             // SAFETY: `offset <= total`, inside the buffer's writable memory.
             let dst = unsafe { buf.write_ptr().add(offset) };
             let polled = shard::with_current_driver(|uid, driver| match driver {
-                Driver::Uring(uring) => uring.read_buffered(uid, fd, dst, total - offset, cx.waker()),
+                Driver::Uring(uring) => {
+                    uring.read_buffered(uid, fd, dst, total - offset, cx.waker())
+                }
                 Driver::Poll(_) => Buffered::Fallback,
             });
             match polled {

@@ -37,6 +37,7 @@ pub struct Builder {
     driver_type: DriverType,
     io_entries: u32,
     buffered_reads: bool,
+    multishot_accept: bool,
     queue_size: usize,
     thread_name: String,
     pin_threads: bool,
@@ -51,6 +52,7 @@ impl Default for Builder {
             driver_type: DriverType::Auto,
             io_entries: 1024,
             buffered_reads: true,
+            multishot_accept: true,
             queue_size: 256,
             thread_name: "ringshard-worker".to_owned(),
             pin_threads: true,
@@ -104,6 +106,17 @@ impl Builder {
     /// driver reads straight into your buffer with a syscall.
     pub fn buffered_reads(mut self, enable: bool) -> Builder {
         self.buffered_reads = enable;
+        self
+    }
+
+    /// Whether listeners on io_uring keep one multishot accept armed
+    /// (default `true`) instead of submitting an accept per connection: less
+    /// CPU per connection (see BENCHMARKS.md). Connections accepted while
+    /// nobody awaits `accept` wait for the next call (at most 64 per
+    /// listener; beyond that they stay in the kernel's backlog), and the
+    /// peer address comes from `getpeername`.
+    pub fn multishot_accept(mut self, enable: bool) -> Builder {
+        self.multishot_accept = enable;
         self
     }
 
@@ -240,6 +253,7 @@ impl Builder {
         DriverOptions {
             entries: self.io_entries,
             buffered_reads: self.buffered_reads,
+            multishot_accept: self.multishot_accept,
         }
     }
 

@@ -10,17 +10,23 @@ use ringshard::{Builder, DriverKind, DriverType, Runtime};
 pub const DRIVERS: [DriverType; 2] = [DriverType::IoUring, DriverType::Epoll];
 
 /// Runs `body` once per driver with a builder preset to it, and once more on
-/// io_uring with unbuffered reads (the kernel writing into the caller's
-/// buffers, the path most of the cancel contract is about).
+/// io_uring with one-shot ops ([`one_shot`]: the kernel writing into the
+/// caller's buffers, the path most of the cancel contract is about).
 pub fn each_driver(body: impl Fn(Builder)) {
     for driver in DRIVERS {
         eprintln!("-- driver {driver:?}");
         body(Runtime::builder().driver_type(driver));
         if driver == DriverType::IoUring {
-            eprintln!("-- driver {driver:?}, unbuffered reads");
-            body(Runtime::builder().driver_type(driver).buffered_reads(false));
+            eprintln!("-- driver {driver:?}, one-shot ops");
+            body(one_shot(Runtime::builder().driver_type(driver)));
         }
     }
+}
+
+/// `builder` with io_uring's multishot ops off: unbuffered reads, one
+/// accept SQE per connection.
+pub fn one_shot(builder: Builder) -> Builder {
+    builder.buffered_reads(false).multishot_accept(false)
 }
 
 /// A runtime with `shards` shards on `driver`, unpinned when the machine has

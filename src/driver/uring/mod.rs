@@ -23,13 +23,15 @@
 //! their resources are leaked rather than freed: a leak is safe, a write into
 //! freed memory is not. The eventfd read buffer follows the same rule.
 
+mod accept;
 pub(crate) mod op;
 mod recv;
 
+pub(crate) use self::accept::Accepted;
 pub(crate) use self::recv::Buffered;
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -37,6 +39,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 
+use self::accept::Accepts;
 use self::recv::{BufRing, Multishot};
 use super::fd::SharedFd;
 use super::{DriverStats, Orphan, Ready, Unparker};
@@ -55,6 +58,8 @@ enum Lifecycle {
     /// A socket's multishot recv (see `recv.rs`): many CQEs, and the slot
     /// outlives the final one until the stream has read what it holds.
     Multishot(Box<Multishot>),
+    /// A listener's multishot accept (see `accept.rs`).
+    Accepts(Box<Accepts>),
 }
 
 struct Slot {
@@ -68,6 +73,7 @@ impl Slot {
         match &self.state {
             Lifecycle::Completed(_) => false,
             Lifecycle::Multishot(multishot) => multishot.armed(),
+            Lifecycle::Accepts(accepts) => accepts.armed(),
             _ => true,
         }
     }
@@ -108,6 +114,8 @@ pub(crate) struct Tuning {
     pub(crate) direct_send: u8,
     /// Stream reads come from a multishot recv into provided buffers.
     pub(crate) multishot_recv: bool,
+    /// Listeners keep a multishot accept armed.
+    pub(crate) multishot_accept: bool,
 }
 
 impl Default for Tuning {
@@ -116,17 +124,19 @@ impl Default for Tuning {
             setup: 0,
             direct_send: 2,
             multishot_recv: true,
+            multishot_accept: true,
         }
     }
 }
 
 impl Tuning {
-    /// The defaults (with the builder's `buffered_reads`), then
+    /// The defaults (with the builder's switches), then
     /// `RINGSHARD_URING_TUNE` applied; unknown names and bad values are
     /// errors, so a benchmark never measures a typo.
-    pub(crate) fn from_env(buffered_reads: bool) -> io::Result<Tuning> {
+    pub(crate) fn from_env(options: super::DriverOptions) -> io::Result<Tuning> {
         let mut tuning = Tuning {
-            multishot_recv: buffered_reads,
+            multishot_recv: options.buffered_reads,
+            multishot_accept: options.multishot_accept,
             ..Tuning::default()
         };
         let Ok(spec) = std::env::var("RINGSHARD_URING_TUNE") else {
@@ -138,7 +148,7 @@ impl Tuning {
                     io::ErrorKind::InvalidInput,
                     format!(
                         "RINGSHARD_URING_TUNE: {item:?} is not one of setup=0|1|2, direct_send=0|1|2, \
-                         multishot_recv=0|1"
+                         multishot_recv=0|1, multishot_accept=0|1"
                     ),
                 )
             };
@@ -149,13 +159,12 @@ impl Tuning {
                 _ => Err(bad()),
             };
             match name {
-                "setup" => {
-                    tuning.setup = value.parse().ok().filter(|&v| v <= 2).ok_or_else(bad)?
-                }
+                "setup" => tuning.setup = value.parse().ok().filter(|&v| v <= 2).ok_or_else(bad)?,
                 "direct_send" => {
                     tuning.direct_send = value.parse().ok().filter(|&v| v <= 2).ok_or_else(bad)?
                 }
                 "multishot_recv" => tuning.multishot_recv = switch()?,
+                "multishot_accept" => tuning.multishot_accept = switch()?,
                 _ => return Err(bad()),
             }
         }
@@ -183,7 +192,7 @@ pub(crate) struct UringDriver {
 impl UringDriver {
     /// Creates the ring with the best setup flags the kernel accepts.
     pub(crate) fn new(options: super::DriverOptions) -> io::Result<UringDriver> {
-        let tuning = Tuning::from_env(options.buffered_reads)?;
+        let tuning = Tuning::from_env(options)?;
         let entries = options.entries;
         let ring = setup(entries, tuning.setup)?;
         if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
@@ -375,14 +384,100 @@ impl UringDriver {
         }
     }
 
-    /// The socket `fd` is being closed; `user_data` is its multishot recv.
-    /// The fd closes once the kernel is done with the recv.
+    /// An accept on `listener` through its multishot accept, armed on first use.
+    pub(crate) fn accept_multishot(
+        &mut self,
+        uid: u64,
+        listener: &SharedFd,
+        waker: &Waker,
+    ) -> Accepted {
+        if !self.tuning.multishot_accept {
+            return Accepted::Fallback;
+        }
+        loop {
+            let key = match listener.registration() {
+                Some((owner, user_data)) if owner == uid => OpKey::from_user_data(user_data),
+                Some(_) => {
+                    return Accepted::Ready(Err(io::Error::other(
+                        "this listener belongs to another shard; I/O objects stay on the \
+                         shard that made them",
+                    )))
+                }
+                None => {
+                    let sqe = opcode::AcceptMulti::new(types::Fd(listener.raw()))
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build();
+                    // SAFETY: the SQE carries no pointers.
+                    let key = unsafe { self.submit(sqe) };
+                    self.ops[key.index].state = Lifecycle::Accepts(Box::default());
+                    listener.set_registration((uid, key.user_data()));
+                    key
+                }
+            };
+            let slot = self
+                .ops
+                .get_mut(key.index)
+                .filter(|s| s.generation == key.generation);
+            let Some(Slot {
+                state: Lifecycle::Accepts(accepts),
+                ..
+            }) = slot
+            else {
+                listener.clear_registration();
+                continue;
+            };
+            if let Some(fd) = accepts.pop() {
+                return Accepted::Ready(Ok(std::os::fd::IntoRawFd::into_raw_fd(fd)));
+            }
+            let Some(end) = accepts.end else {
+                if !accepts.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    accepts.waker = Some(waker.clone());
+                }
+                return Accepted::Pending;
+            };
+            self.ops.remove(key.index);
+            listener.clear_registration();
+            match end {
+                recv::STOPPED => continue,
+                // A kernel without multishot accept (before 5.19).
+                result if result == -libc::EINVAL => {
+                    self.tuning.multishot_accept = false;
+                    return Accepted::Fallback;
+                }
+                result => return Accepted::Ready(op::to_result(result).map(|fd| fd as RawFd)),
+            }
+        }
+    }
+
+    /// The socket `fd` is being closed; `user_data` is its multishot recv
+    /// or accept. The fd closes once the kernel is done with it.
     pub(crate) fn release(&mut self, fd: OwnedFd, user_data: u64) {
         let OpKey { index, generation } = OpKey::from_user_data(user_data);
+        let slot = self
+            .ops
+            .get_mut(index)
+            .filter(|s| s.generation == generation);
+        if let Some(Slot {
+            state: Lifecycle::Accepts(accepts),
+            ..
+        }) = slot
+        {
+            accepts.discard();
+            if accepts.armed() {
+                accepts.orphan_fd = Some(fd);
+                self.cancel(user_data);
+            } else {
+                self.ops.remove(index);
+            }
+            return;
+        }
         let Some(Slot {
             state: Lifecycle::Multishot(multishot),
             ..
-        }) = self.ops.get_mut(index).filter(|s| s.generation == generation)
+        }) = self
+            .ops
+            .get_mut(index)
+            .filter(|s| s.generation == generation)
         else {
             return;
         };
@@ -533,6 +628,15 @@ impl UringDriver {
                     return;
                 };
                 self.stats.completed += 1;
+                if let Lifecycle::Accepts(accepts) = &mut slot.state {
+                    let pause = accepts.complete(result, flags);
+                    if accepts.orphan_fd.is_some() && !accepts.armed() {
+                        self.ops.remove(index);
+                    } else if pause {
+                        self.cancel(user_data);
+                    }
+                    return;
+                }
                 if let Lifecycle::Multishot(multishot) = &mut slot.state {
                     let bufs = self.bufs.as_mut().expect("armed only with a buffer ring");
                     let pause = multishot.complete(bufs, result, flags);
@@ -552,7 +656,10 @@ impl UringDriver {
                         self.ops.remove(index);
                         self.ready.orphans.push((orphan, result));
                     }
-                    Lifecycle::Submitted | Lifecycle::Completed(_) | Lifecycle::Multishot(_) => {}
+                    Lifecycle::Submitted
+                    | Lifecycle::Completed(_)
+                    | Lifecycle::Multishot(_)
+                    | Lifecycle::Accepts(_) => {}
                 }
             }
         }
@@ -567,6 +674,9 @@ impl UringDriver {
         for (_, slot) in self.ops.iter_mut() {
             if let Lifecycle::Multishot(multishot) = &mut slot.state {
                 out.wakers.extend(multishot.waker.take());
+            }
+            if let Lifecycle::Accepts(accepts) = &mut slot.state {
+                out.wakers.extend(accepts.waker.take());
             }
             if let Lifecycle::Waiting(_) = slot.state {
                 if let Lifecycle::Waiting(waker) =
@@ -624,14 +734,17 @@ impl UringDriver {
             match slot.state {
                 Lifecycle::Abandoned(orphan) => std::mem::forget(orphan),
                 Lifecycle::Multishot(multishot) if multishot.armed() => std::mem::forget(multishot),
+                Lifecycle::Accepts(mut accepts) if accepts.armed() => {
+                    accepts.discard();
+                    std::mem::forget(accepts.orphan_fd.take());
+                }
                 _ => {}
             }
         }
         if let Some(bufs) = self.bufs.take() {
-            if armed {
-                // A recv still armed may pick a buffer: leak them all.
-                std::mem::forget(bufs);
-            } else {
+            // A recv still armed may pick a buffer: `bufs` is dropped
+            // without freeing (a `BufRing` only frees in `unregister`).
+            if !armed {
                 // SAFETY: no recv is armed.
                 unsafe { bufs.unregister(&self.ring) };
             }

@@ -42,7 +42,8 @@ pub(crate) const GROUP: u16 = 0;
 pub(crate) const CAP: usize = 16;
 
 /// The ring of provided buffers: `BUFFERS` entries the kernel picks from,
-/// and the memory they point into.
+/// and the memory they point into. Dropping it leaks the memory: only
+/// [`BufRing::unregister`] frees it, once the kernel cannot pick a buffer.
 pub(crate) struct BufRing {
     entries: NonNull<BufRingEntry>,
     memory: NonNull<u8>,
@@ -88,8 +89,12 @@ impl BufRing {
         // SAFETY: the entries are page aligned, `BUFFERS` long, and live
         // until `free` (after `unregister`) or forever.
         let registered = unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(entries.as_ptr() as u64, BUFFERS, GROUP, 0)
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                BUFFERS,
+                GROUP,
+                0,
+            )
         };
         if let Err(error) = registered {
             // SAFETY: never registered, so the kernel has no pointer into it.
