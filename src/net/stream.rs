@@ -181,6 +181,11 @@ macro_rules! stream_io_methods {
         /// frees it (io_uring cancels the read). Bytes the kernel placed in
         /// `buf` after the drop are lost with it; bytes not yet read stay in
         /// the socket for the next read.
+        ///
+        /// With buffered reads (io_uring's default, see
+        /// [`Builder::buffered_reads`](crate::Builder::buffered_reads)) `buf`
+        /// is never lent to the kernel: the bytes are copied in when the
+        /// read completes, so a dropped read loses nothing.
         pub async fn read<B: $crate::buf::IoBufMut>(
             &mut self,
             buf: B,

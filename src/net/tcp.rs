@@ -78,9 +78,13 @@ impl TcpListener {
     /// # Cancel safety
     ///
     /// Cancel safe: if the future is dropped before a connection is handed
-    /// out, no connection is lost to a leak. A connection the kernel accepts
-    /// after the drop is closed at once (its peer sees EOF); connections not
-    /// yet accepted stay in the backlog for the next `accept`.
+    /// out, no connection is lost to a leak. With multishot accept (the
+    /// io_uring default, see
+    /// [`Builder::multishot_accept`](crate::Builder::multishot_accept)) and
+    /// on epoll, a connection that arrives after the drop waits for the next
+    /// `accept`. With one-shot accepts on io_uring, a connection the kernel
+    /// accepts after the drop is closed at once (its peer sees EOF). A
+    /// dropped listener closes the connections nobody took.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (fd, addr) = super::accept(&self.fd).await?;
         let stream = TcpStream { fd };
