@@ -11,7 +11,8 @@
 //! cargo bench --bench echo -- --servers ringshard,ringshard:direct_send=0,tokio --grid 1x4096,64x64
 //! ```
 //!
-//! `ringshard:SPEC` runs the ringshard server with `RINGSHARD_URING_TUNE=SPEC`
+//! `ringshard-epoll` runs the ringshard server on its epoll driver
+//! (`--servers ringshard-epoll,tokio`). `ringshard:SPEC` runs the ringshard server with `RINGSHARD_URING_TUNE=SPEC`
 //! (see `Tuning` in `src/driver/uring/mod.rs`), to measure one io_uring
 //! feature against its absence. Ratios compare the first server with each
 //! of the others.
@@ -229,6 +230,7 @@ fn short_name(kind: &str) -> String {
     let (base, tune) = kind.split_once(':').unwrap_or((kind, ""));
     let base = match base {
         "ringshard" => "rs",
+        "ringshard-epoll" => "rs-epoll",
         "tokio" => "tk",
         "monoio" => "mn",
         other => other,
@@ -244,6 +246,15 @@ impl Server {
     fn start(kind: &str, cpu: usize) -> Server {
         let (base, tune) = kind.split_once(':').unwrap_or((kind, ""));
         let mut command = Command::new(std::env::current_exe().unwrap());
+        command.env_remove("RINGSHARD_DRIVER");
+        let base = match base {
+            // The same server on the readiness driver.
+            "ringshard-epoll" => {
+                command.env("RINGSHARD_DRIVER", "epoll");
+                "ringshard"
+            }
+            other => other,
+        };
         command.args(["--serve", base, &cpu.to_string()]);
         if base == "ringshard" {
             command.env("RINGSHARD_URING_TUNE", tune);

@@ -1,6 +1,9 @@
-//! Buffered reads on io_uring (`Builder::buffered_reads`, on by default):
-//! one socket cannot drain the shard's buffer ring, a dropped stream gives
-//! its buffers back, and bytes arrive whole and in order across pauses.
+//! io_uring's multishot ops, on by default: buffered reads
+//! (`Builder::buffered_reads`: one socket cannot drain the shard's buffer
+//! ring, a dropped stream gives its buffers back, bytes arrive whole and in
+//! order across pauses, a stream dropped off its shard never lets its recv
+//! land on another socket) and multishot accept (two tasks accepting on one
+//! listener, a peer that resets before it is accepted).
 //!
 //! Each test was shown to fail against a deliberately broken build:
 //! `RUSTFLAGS='--cfg ringshard_broken="<name>"' cargo test --test net_buffered`
@@ -12,9 +15,9 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{assert_fds_return_to, fd_count, pattern, serial};
+use common::{assert_fds_return_to, fd_count, pattern, poll_once, serial};
 use ringshard::net::{TcpListener, TcpStream};
-use ringshard::{sleep, DriverType, Runtime};
+use ringshard::{sleep, spawn, timeout, DriverType, Runtime};
 
 fn runtime() -> Runtime {
     Runtime::builder()
@@ -128,4 +131,104 @@ fn streams_dropped_with_unread_buffers_give_them_back_and_close_their_fds() {
     });
     drop(rt);
     assert_fds_return_to(baseline);
+}
+
+/// Fails without the fix in `Inner::drop` (closing the fd when its shard
+/// cannot be reached): the stream's RecvMulti, still in the submission
+/// queue, is armed on the new socket that took its fd number.
+#[test]
+fn stream_dropped_off_its_shard_never_lets_its_recv_steal_from_a_new_socket() {
+    let _serial = serial();
+    let rt = runtime();
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    for round in 0..20u32 {
+        let mut old = rt.block_on(TcpStream::connect(addr)).unwrap();
+        let (_old_peer, _) = std_listener.accept().unwrap();
+        // The read arms the recv; block_on returns before any enter.
+        rt.block_on(async {
+            let mut read = Box::pin(old.read(Vec::with_capacity(4096)));
+            assert!(poll_once(&mut read).await.is_pending());
+        });
+        // Dropped outside the runtime: its driver cannot be reached.
+        drop(old);
+        let new = std::net::TcpStream::connect(addr).unwrap();
+        let (mut new_peer, _) = std_listener.accept().unwrap();
+        let message: Vec<u8> = (0..4096u32).map(|i| (i * 13 + round) as u8).collect();
+        new_peer.write_all(&message).unwrap();
+        rt.block_on(async {
+            let mut new = TcpStream::from_std(new).unwrap();
+            let (res, got) = timeout(
+                Duration::from_secs(2),
+                new.read_exact(Vec::with_capacity(message.len())),
+            )
+            .await
+            .expect("the new socket lost bytes to the dropped stream's recv");
+            res.unwrap();
+            assert!(got == message, "the new socket's bytes were corrupted");
+        });
+    }
+}
+
+/// Fails without waking a displaced waker (`recv::set_waker`): task A
+/// waits in `accept`, task B's accept replaces A's waker and is dropped, and
+/// the next connection wakes nobody.
+#[test]
+fn two_tasks_accepting_on_one_listener_lose_no_wakeup() {
+    let _serial = serial();
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = std::rc::Rc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..20 {
+            let first = spawn({
+                let listener = listener.clone();
+                async move { listener.accept().await.map(|(_, peer)| peer) }
+            });
+            sleep(Duration::from_millis(2)).await;
+            {
+                let mut second = Box::pin(listener.accept());
+                assert!(poll_once(&mut second).await.is_pending());
+            }
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            let peer = timeout(Duration::from_secs(2), first)
+                .await
+                .expect("the waiting acceptor was never woken")
+                .unwrap()
+                .unwrap();
+            assert_eq!(peer, client.local_addr().unwrap());
+        }
+    });
+}
+
+/// Fails without skipping connections whose peer address is gone: a peer
+/// that resets right after connecting makes `getpeername` fail (ENOTCONN)
+/// for a connection the multishot accept took, and `accept` returned that
+/// error instead of the next connection.
+#[test]
+fn a_peer_that_resets_before_accept_does_not_fail_accept() {
+    let _serial = serial();
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Arm the multishot accept.
+        let _first = std::net::TcpStream::connect(addr).unwrap();
+        let _ = listener.accept().await.unwrap();
+        for _ in 0..20 {
+            let reset = std::net::TcpStream::connect(addr).unwrap();
+            socket2::SockRef::from(&reset)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(reset); // RST
+            sleep(Duration::from_millis(5)).await;
+            let good = std::net::TcpStream::connect(addr).unwrap();
+            let (_stream, peer) = listener.accept().await.expect("accept failed");
+            if peer != good.local_addr().unwrap() {
+                // The reset one still had an address: fine, take the next.
+                let (_stream, peer) = listener.accept().await.expect("accept failed");
+                assert_eq!(peer, good.local_addr().unwrap());
+            }
+        }
+    });
 }

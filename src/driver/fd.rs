@@ -32,6 +32,8 @@ struct Inner {
     /// it: (shard uid, token). On the readiness driver, the socket's
     /// registration; on io_uring, its multishot recv (buffered reads).
     registration: Cell<Option<(u64, u64)>>,
+    /// The registration is an io_uring multishot op armed on the socket.
+    multishot: Cell<bool>,
 }
 
 impl SharedFd {
@@ -47,6 +49,7 @@ impl SharedFd {
                 fd: ManuallyDrop::new(fd),
                 blocking: Cell::new(blocking),
                 registration: Cell::new(None),
+                multishot: Cell::new(false),
             }),
         }
     }
@@ -81,8 +84,15 @@ impl SharedFd {
         self.inner.registration.set(Some(registration));
     }
 
+    /// Records the io_uring multishot op (recv or accept) armed on it.
+    pub(crate) fn set_multishot(&self, uid: u64, user_data: u64) {
+        self.inner.registration.set(Some((uid, user_data)));
+        self.inner.multishot.set(true);
+    }
+
     pub(crate) fn clear_registration(&self) {
         self.inner.registration.set(None);
+        self.inner.multishot.set(false);
     }
 }
 
@@ -92,13 +102,25 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // SAFETY: `fd` is never used again.
         let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
-        match self.registration.take() {
-            // Not reachable (a thread-local teardown): the closure drops,
-            // and `fd` closes with it.
-            Some((uid, token)) => {
-                shard::with_driver_of(uid, |driver| driver.release(fd, token));
-            }
-            None => drop(fd),
+        let Some((uid, token)) = self.registration.take() else {
+            return drop(fd);
+        };
+        let mut fd = Some(fd);
+        shard::with_driver_of(uid, |driver| {
+            driver.release(fd.take().expect("once"), token)
+        });
+        let Some(fd) = fd else {
+            return;
+        };
+        // Dropped off its shard (say, after `block_on` returned). A readiness
+        // registration needs nothing more: closing removes it from epoll.
+        // A multishot op may still sit unsubmitted in the ring, naming this
+        // fd number: closing would let a new socket take the number and the
+        // op. Shut the socket down (the peer sees the close, the op ends)
+        // and leak the number instead.
+        if self.multishot.get() {
+            let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+            std::mem::forget(fd);
         }
     }
 }

@@ -53,11 +53,14 @@ fn each_addr<A: ToSocketAddrs, T>(
 /// One accept on `listener`: the new socket and the peer address the kernel
 /// reported.
 async fn accept(listener: &SharedFd) -> io::Result<(SharedFd, SockAddr)> {
-    if let Some(accepted) = accept_multishot(listener).await {
+    while let Some(accepted) = accept_multishot(listener).await {
         // SAFETY: a successful accept returns a new fd nobody else owns.
         let fd = unsafe { SharedFd::from_raw(accepted?) };
-        let peer = socket2::SockRef::from(&fd).peer_addr()?;
-        return Ok((fd, peer));
+        // A peer that reset right after the handshake has no address any
+        // more (ENOTCONN): that connection is gone, take the next one.
+        if let Ok(peer) = socket2::SockRef::from(&fd).peer_addr() {
+            return Ok((fd, peer));
+        }
     }
     let accept = Accept {
         fd: listener.clone(),

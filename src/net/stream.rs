@@ -184,8 +184,10 @@ macro_rules! stream_io_methods {
         ///
         /// With buffered reads (io_uring's default, see
         /// [`Builder::buffered_reads`](crate::Builder::buffered_reads)) `buf`
-        /// is never lent to the kernel: the bytes are copied in when the
-        /// read completes, so a dropped read loses nothing.
+        /// is normally not lent to the kernel: the bytes are copied in when
+        /// the read completes, so a dropped read loses nothing. The
+        /// exception is a read made while the shard's buffers have run out,
+        /// which goes to the kernel unbuffered, as above.
         pub async fn read<B: $crate::buf::IoBufMut>(
             &mut self,
             buf: B,

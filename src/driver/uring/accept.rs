@@ -35,8 +35,9 @@ impl Accepts {
         self.end.is_none()
     }
 
-    /// Takes one CQE; returns whether to pause (cancel) the accept now.
-    pub(crate) fn complete(&mut self, result: i32, flags: u32) -> bool {
+    /// Takes one CQE; the waker goes to `wakers` (run outside the driver).
+    /// Returns whether to pause (cancel) the accept now.
+    pub(crate) fn complete(&mut self, result: i32, flags: u32, wakers: &mut Vec<Waker>) -> bool {
         if result >= 0 {
             // SAFETY: a successful accept returns a new fd nobody else owns;
             // a dropped listener's late connections close with it.
@@ -52,12 +53,16 @@ impl Accepts {
                 result
             });
         }
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+        wakers.extend(self.waker.take());
         let pause = self.armed() && !self.paused && self.fds.len() >= CAP;
         self.paused |= pause;
         pause
+    }
+
+    /// Keeps `waker`; returns a different one it displaced (another task
+    /// accepting on the same listener), to be woken so it polls again.
+    pub(crate) fn set_waker(&mut self, waker: &Waker) -> Option<Waker> {
+        super::recv::set_waker(&mut self.waker, waker)
     }
 
     /// The next accepted connection, if one waits.

@@ -185,6 +185,11 @@ pub(crate) struct UringDriver {
     bufs: Option<BufRing>,
     /// Buffered reads are off (by `Tuning`, or the kernel lacks them).
     buffered_off: bool,
+    /// A multishot op has delivered a result: the kernel has them, and an
+    /// `EINVAL` from one is about its socket, not the kernel.
+    multishot_works: bool,
+    /// Multishot ops to pause (cancel) once the current reap is done.
+    paused: Vec<u64>,
     ready: Ready,
     pub(crate) stats: DriverStats,
 }
@@ -193,8 +198,26 @@ impl UringDriver {
     /// Creates the ring with the best setup flags the kernel accepts.
     pub(crate) fn new(options: super::DriverOptions) -> io::Result<UringDriver> {
         let tuning = Tuning::from_env(options)?;
-        let entries = options.entries;
-        let ring = setup(entries, tuning.setup)?;
+        let mut entries = options.entries;
+        let ring = loop {
+            match setup(entries, tuning.setup) {
+                Ok(ring) => break ring,
+                // Without CAP_IPC_LOCK the ring's memory counts against
+                // RLIMIT_MEMLOCK: a smaller ring may fit where this one did not.
+                Err(error) if error.raw_os_error() == Some(libc::ENOMEM) && entries > 16 => {
+                    entries /= 2
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        probe_opcodes(&ring)?;
+        if entries < options.entries {
+            eprintln!(
+                "ringshard: io_uring ring sized down from {} to {entries} entries to fit \
+                 RLIMIT_MEMLOCK (raise `ulimit -l` for the full size)",
+                options.entries
+            );
+        }
         if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -212,6 +235,8 @@ impl UringDriver {
             eventfd_armed: false,
             bufs: None,
             buffered_off: !tuning.multishot_recv,
+            multishot_works: false,
+            paused: Vec::new(),
             ready: Ready::default(),
             stats: DriverStats::default(),
         })
@@ -289,6 +314,11 @@ impl UringDriver {
         None
     }
 
+    /// Whether no SQE waits to be submitted.
+    pub(crate) fn submission_empty(&mut self) -> bool {
+        self.ring.submission().is_empty()
+    }
+
     /// Queues an `ASYNC_CANCEL` of the op `user_data`.
     fn cancel(&mut self, user_data: u64) {
         let sqe = opcode::AsyncCancel::new(user_data)
@@ -309,18 +339,8 @@ impl UringDriver {
         len: usize,
         waker: &Waker,
     ) -> Buffered {
-        if self.buffered_off || len == 0 {
+        if len == 0 {
             return Buffered::Fallback;
-        }
-        if self.bufs.is_none() {
-            match BufRing::new(&self.ring) {
-                Ok(bufs) => self.bufs = Some(bufs),
-                Err(_) => {
-                    // No provided buffer rings on this kernel.
-                    self.buffered_off = true;
-                    return Buffered::Fallback;
-                }
-            }
         }
         loop {
             let key = match fd.registration() {
@@ -331,13 +351,26 @@ impl UringDriver {
                          that made them",
                     )))
                 }
+                // A socket with a slot always reads through it (it may hold
+                // bytes); only arming a new recv depends on the switch.
+                None if self.buffered_off => return Buffered::Fallback,
                 None => {
+                    if self.bufs.is_none() {
+                        match BufRing::new(&self.ring) {
+                            Ok(bufs) => self.bufs = Some(bufs),
+                            Err(_) => {
+                                // No provided buffer rings on this kernel.
+                                self.buffered_off = true;
+                                return Buffered::Fallback;
+                            }
+                        }
+                    }
                     let sqe = opcode::RecvMulti::new(types::Fd(fd.raw()), recv::GROUP).build();
                     // SAFETY: the SQE's only pointers are to provided
                     // buffers, which live while any recv is armed.
                     let key = unsafe { self.submit(sqe) };
                     self.ops[key.index].state = Lifecycle::Multishot(Box::default());
-                    fd.set_registration((uid, key.user_data()));
+                    fd.set_multishot(uid, key.user_data());
                     key
                 }
             };
@@ -359,9 +392,7 @@ impl UringDriver {
                 return Buffered::Ready(Ok(copied));
             }
             let Some(end) = multishot.end else {
-                if !multishot.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                    multishot.waker = Some(waker.clone());
-                }
+                self.ready.wakers.extend(multishot.set_waker(waker));
                 return Buffered::Pending;
             };
             // The recv is over and everything it received was read.
@@ -374,9 +405,10 @@ impl UringDriver {
                     self.stats.recv_buffer_shortages += 1;
                     return Buffered::Fallback;
                 }
-                // A kernel without multishot recv (before 6.0).
+                // A kernel without multishot recv (before 6.0), or a socket
+                // that cannot recv: the plain recv says which.
                 result if result == -libc::EINVAL => {
-                    self.buffered_off = true;
+                    self.buffered_off |= !self.multishot_works;
                     return Buffered::Fallback;
                 }
                 result => return Buffered::Ready(op::to_result(result)),
@@ -391,12 +423,10 @@ impl UringDriver {
         listener: &SharedFd,
         waker: &Waker,
     ) -> Accepted {
-        if !self.tuning.multishot_accept {
-            return Accepted::Fallback;
-        }
         loop {
             let key = match listener.registration() {
                 Some((owner, user_data)) if owner == uid => OpKey::from_user_data(user_data),
+                None if !self.tuning.multishot_accept => return Accepted::Fallback,
                 Some(_) => {
                     return Accepted::Ready(Err(io::Error::other(
                         "this listener belongs to another shard; I/O objects stay on the \
@@ -410,7 +440,7 @@ impl UringDriver {
                     // SAFETY: the SQE carries no pointers.
                     let key = unsafe { self.submit(sqe) };
                     self.ops[key.index].state = Lifecycle::Accepts(Box::default());
-                    listener.set_registration((uid, key.user_data()));
+                    listener.set_multishot(uid, key.user_data());
                     key
                 }
             };
@@ -430,18 +460,17 @@ impl UringDriver {
                 return Accepted::Ready(Ok(std::os::fd::IntoRawFd::into_raw_fd(fd)));
             }
             let Some(end) = accepts.end else {
-                if !accepts.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                    accepts.waker = Some(waker.clone());
-                }
+                self.ready.wakers.extend(accepts.set_waker(waker));
                 return Accepted::Pending;
             };
             self.ops.remove(key.index);
             listener.clear_registration();
             match end {
                 recv::STOPPED => continue,
-                // A kernel without multishot accept (before 5.19).
+                // A kernel without multishot accept (before 5.19), or a
+                // socket that is not listening: the plain accept says which.
                 result if result == -libc::EINVAL => {
-                    self.tuning.multishot_accept = false;
+                    self.tuning.multishot_accept &= self.multishot_works;
                     return Accepted::Fallback;
                 }
                 result => return Accepted::Ready(op::to_result(result).map(|fd| fd as RawFd)),
@@ -583,6 +612,16 @@ impl UringDriver {
 
     /// Moves every CQE into the slab, flushing the kernel's overflow backlog.
     fn reap(&mut self) {
+        self.reap_batches();
+        // Cancels for paused multishot ops, pushed only now: a push may
+        // enter and reap, which must not happen in the middle of a batch
+        // (later CQEs of a socket would be taken before earlier ones).
+        while let Some(user_data) = self.paused.pop() {
+            self.cancel(user_data);
+        }
+    }
+
+    fn reap_batches(&mut self) {
         const BATCH: usize = 64;
         loop {
             let mut batch = [(0u64, 0i32, 0u32); BATCH];
@@ -629,24 +668,26 @@ impl UringDriver {
                 };
                 self.stats.completed += 1;
                 if let Lifecycle::Accepts(accepts) = &mut slot.state {
-                    let pause = accepts.complete(result, flags);
+                    self.multishot_works |= result >= 0;
+                    let pause = accepts.complete(result, flags, &mut self.ready.wakers);
                     if accepts.orphan_fd.is_some() && !accepts.armed() {
                         self.ops.remove(index);
                     } else if pause {
-                        self.cancel(user_data);
+                        self.paused.push(user_data);
                     }
                     return;
                 }
                 if let Lifecycle::Multishot(multishot) = &mut slot.state {
+                    self.multishot_works |= result > 0;
                     let bufs = self.bufs.as_mut().expect("armed only with a buffer ring");
-                    let pause = multishot.complete(bufs, result, flags);
+                    let pause = multishot.complete(bufs, result, flags, &mut self.ready.wakers);
                     if multishot.orphan_fd.is_some() && !multishot.armed() {
                         // The stream is gone and the kernel is done: the
                         // slot goes, and its fd closes.
                         self.ops.remove(index);
                     } else if pause {
                         self.stats.recv_pauses += 1;
-                        self.cancel(user_data);
+                        self.paused.push(user_data);
                     }
                     return;
                 }
@@ -763,6 +804,39 @@ impl Drop for UringDriver {
     fn drop(&mut self) {
         self.leak_in_flight();
     }
+}
+
+/// Checks that the kernel has every opcode the driver submits (a kernel, or
+/// a seccomp-like filter such as gVisor's, may lack some): missing ones are
+/// an `Unsupported` error naming them, so `Auto` falls back to epoll.
+fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
+    let needed = [
+        ("READ", opcode::Read::CODE),
+        ("RECV", opcode::Recv::CODE),
+        ("SEND", opcode::Send::CODE),
+        ("RECVMSG", opcode::RecvMsg::CODE),
+        ("SENDMSG", opcode::SendMsg::CODE),
+        ("ACCEPT", opcode::Accept::CODE),
+        ("CONNECT", opcode::Connect::CODE),
+        ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+    ];
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(_, code)| !probe.is_supported(*code))
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "io_uring on this kernel lacks the opcodes {}",
+            missing.join(", ")
+        ),
+    ))
 }
 
 /// Ring setup, best flags first; a flag set the kernel rejects with EINVAL is

@@ -161,11 +161,14 @@ pub(crate) fn poll<T: Operation>(
         if let Err(error) = make_blocking(op.fd()) {
             return Poll::Ready((Err(error), op));
         }
-        let direct = match uring.tuning.direct_send {
-            0 => false,
-            1 => true,
-            _ => shard::nothing_else_ready(),
-        };
+        // Never ahead of queued SQEs: one may be a dropped send on this
+        // socket (with its cancel), whose bytes must not come after ours.
+        let direct = uring.submission_empty()
+            && match uring.tuning.direct_send {
+                0 => false,
+                1 => true,
+                _ => shard::nothing_else_ready(),
+            };
         if direct {
             if let Some(result) = op.try_now() {
                 return Poll::Ready((result, op));

@@ -197,9 +197,16 @@ impl Multishot {
         self.end.is_none()
     }
 
-    /// Takes one CQE. Returns whether the recv should be paused (cancelled)
-    /// now because the socket holds [`CAP`] buffers.
-    pub(crate) fn complete(&mut self, bufs: &mut BufRing, result: i32, flags: u32) -> bool {
+    /// Takes one CQE; the reader's waker goes to `wakers` (run outside the
+    /// driver). Returns whether the recv should be paused (cancelled) now
+    /// because the socket holds [`CAP`] buffers.
+    pub(crate) fn complete(
+        &mut self,
+        bufs: &mut BufRing,
+        result: i32,
+        flags: u32,
+        wakers: &mut Vec<Waker>,
+    ) -> bool {
         let bid = io_uring::cqueue::buffer_select(flags);
         match bid {
             Some(bid) if result > 0 && self.orphan_fd.is_none() => self.chunks.push_back(Chunk {
@@ -213,9 +220,7 @@ impl Multishot {
         if !io_uring::cqueue::more(flags) {
             self.end = Some(if result > 0 { STOPPED } else { result });
         }
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+        wakers.extend(self.waker.take());
         // Deliberately broken build for the cap test: never pause.
         #[cfg(ringshard_broken = "no_recv_cap")]
         return false;
@@ -250,6 +255,13 @@ impl Multishot {
         copied
     }
 
+    /// Keeps `waker` to wake when something arrives. Returns a different
+    /// waker it displaced, to be woken so the reader it belonged to polls
+    /// again and re-registers rather than sleeping forever.
+    pub(crate) fn set_waker(&mut self, waker: &Waker) -> Option<Waker> {
+        set_waker(&mut self.waker, waker)
+    }
+
     /// Gives every waiting buffer back to the ring (the stream is gone).
     pub(crate) fn discard(&mut self, bufs: &mut BufRing) {
         // Deliberately broken build for the recycling test: lose them.
@@ -263,5 +275,13 @@ impl Multishot {
         for chunk in self.chunks.drain(..) {
             bufs.provide(chunk.bid);
         }
+    }
+}
+
+/// Stores `waker` in `slot`; returns a different waker it displaced.
+pub(crate) fn set_waker(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
+    match slot {
+        Some(current) if current.will_wake(waker) => None,
+        _ => slot.replace(waker.clone()),
     }
 }
