@@ -126,13 +126,14 @@ fn child() {
             };
             deny_io_uring_setup(errno);
             // A forced io_uring is an error naming the cause.
-            let error = Runtime::builder()
+            let forced = Runtime::builder()
                 .driver_type(DriverType::IoUring)
                 .worker_threads(1)
                 .pin_threads(false)
-                .build()
-                .err()
-                .expect("io_uring is denied: a forced IoUring must fail");
+                .build();
+            let Err(error) = forced else {
+                panic!("io_uring is denied: a forced IoUring must fail");
+            };
             let message = error.to_string();
             assert!(
                 message.contains(&format!("os error {errno}")),
