@@ -245,6 +245,9 @@ pub(crate) struct Recv<B> {
     pub(crate) fd: SharedFd,
     pub(crate) buf: B,
     pub(crate) offset: usize,
+    /// A byte stream (not datagrams): a short read means the socket is
+    /// drained, which the readiness driver uses to skip a futile retry.
+    pub(crate) stream: bool,
 }
 
 impl<B: IoBufMut> Recv<B> {

@@ -60,16 +60,21 @@ pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufResult<us
     if let Some(result) = read_buffered(fd, &mut buf, 0).await {
         return (result, buf);
     }
-    read_direct(fd, buf).await
+    read_direct(fd, buf, true).await
 }
 
-/// One recv straight into `buf` (datagram sockets always read this way:
-/// buffered reads would merge datagrams).
-pub(crate) async fn read_direct<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
+/// One recv straight into `buf` (datagram sockets, `stream == false`,
+/// always read this way: buffered reads would merge datagrams).
+pub(crate) async fn read_direct<B: IoBufMut>(
+    fd: &SharedFd,
+    buf: B,
+    stream: bool,
+) -> BufResult<usize, B> {
     let recv = Recv {
         fd: fd.clone(),
         buf,
         offset: 0,
+        stream,
     };
     let (result, mut recv) = Op::new(recv).await;
     if let Ok(n) = result {
@@ -100,6 +105,7 @@ pub(crate) async fn read_exact<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufRes
             fd: fd.clone(),
             buf,
             offset,
+            stream: true,
         };
         let (result, mut recv) = Op::new(recv).await;
         match result {

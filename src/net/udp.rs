@@ -93,7 +93,7 @@ impl UdpSocket {
     ///
     /// As for [`recv_from`](UdpSocket::recv_from).
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        super::stream::read_direct(&self.fd, buf).await
+        super::stream::read_direct(&self.fd, buf, false).await
     }
 
     /// The address this socket is bound to.

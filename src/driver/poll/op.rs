@@ -11,6 +11,16 @@ use crate::driver::op::{Accept, Connect, Operation, Recv, RecvMsg, Send, SendMsg
 /// Makes the op's syscall once, without blocking.
 pub(crate) trait PollOp {
     fn syscall(&mut self) -> io::Result<usize>;
+
+    /// Whether a result of `n` shows the socket has nothing more for this
+    /// direction (a stream read or write that came up short): the next
+    /// attempt waits for readiness instead of first failing with
+    /// `WouldBlock`, as tokio does. Edge-triggered epoll reports any later
+    /// data or room as a new event.
+    fn drained(&mut self, n: usize) -> bool {
+        let _ = n;
+        false
+    }
 }
 
 fn check(result: isize) -> io::Result<usize> {
@@ -77,6 +87,10 @@ impl<B: IoBufMut> PollOp for Recv<B> {
         // SAFETY: `ptr` has `len` writable bytes (see `Recv::target`).
         check(unsafe { libc::recv(self.fd.raw(), ptr.cast(), len, 0) })
     }
+
+    fn drained(&mut self, n: usize) -> bool {
+        self.stream && n > 0 && n < self.target().1
+    }
 }
 
 impl<B: IoBuf> PollOp for Send<B> {
@@ -84,6 +98,10 @@ impl<B: IoBuf> PollOp for Send<B> {
         let (ptr, len) = self.source();
         // SAFETY: `ptr` has `len` initialized bytes (see `Send::source`).
         check(unsafe { libc::send(self.fd.raw(), ptr.cast(), len, libc::MSG_NOSIGNAL) })
+    }
+
+    fn drained(&mut self, n: usize) -> bool {
+        n < self.source().1
     }
 }
 
@@ -159,6 +177,9 @@ pub(crate) fn poll<T: Operation>(
             result => {
                 if let Some(waiter) = waiter.take() {
                     driver.remove_waiter(*token, waiter);
+                }
+                if matches!(result, Ok(n) if op.drained(n)) {
+                    driver.clear_ready(*token, T::DIRECTION);
                 }
                 let State::Poll { op, .. } = std::mem::replace(state, State::Done) else {
                     unreachable!("matched above")
