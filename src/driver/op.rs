@@ -311,6 +311,12 @@ impl<B: IoBuf> OpCode for Send<B> {
     }
 }
 
+/// The most iovecs one `sendmsg` takes (`UIO_MAXIOV`; `IOV_MAX` elsewhere).
+#[cfg(target_os = "linux")]
+const MAX_IOVECS: usize = libc::UIO_MAXIOV as usize;
+#[cfg(not(target_os = "linux"))]
+const MAX_IOVECS: usize = libc::IOV_MAX as usize;
+
 /// `sendmsg(fd, {addr, iovecs}, MSG_NOSIGNAL)`: `writev` on a stream (never
 /// raising SIGPIPE, unlike writev(2)) and `send_to` on a datagram socket.
 pub(crate) struct SendMsg<B> {
@@ -338,7 +344,7 @@ impl<B: IoBuf> SendMsg<B> {
             msg.msg_namelen = addr.len();
         }
         msg.msg_iov = iovecs.as_mut_ptr();
-        msg.msg_iovlen = iovecs.len().min(libc::UIO_MAXIOV as usize) as _;
+        msg.msg_iovlen = iovecs.len().min(MAX_IOVECS) as _;
         SendMsg {
             fd,
             bufs,

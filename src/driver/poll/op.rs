@@ -37,6 +37,7 @@ impl PollOp for Accept {
         let addr = self.addr.as_mut_ptr();
         // SAFETY: `addr` points into the boxed storage, of the size passed
         // in `len`.
+        #[cfg(not(target_vendor = "apple"))]
         let fd = unsafe {
             libc::accept4(
                 self.fd.raw(),
@@ -45,7 +46,21 @@ impl PollOp for Accept {
                 libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             )
         };
-        check(fd as isize)
+        // No accept4 on Apple's systems: accept, then set the flags.
+        // SAFETY: as above.
+        #[cfg(target_vendor = "apple")]
+        let fd = unsafe { libc::accept(self.fd.raw(), addr, &mut self.addr.len) };
+        let fd = check(fd as isize)?;
+        #[cfg(target_vendor = "apple")]
+        {
+            use std::os::fd::FromRawFd;
+            // SAFETY: a successful accept returns a new fd nobody else owns.
+            let socket = unsafe { socket2::Socket::from_raw_fd(fd as libc::c_int) };
+            socket.set_nonblocking(true)?;
+            socket.set_cloexec(true)?;
+            std::mem::forget(socket);
+        }
+        Ok(fd)
     }
 }
 
