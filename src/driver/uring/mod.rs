@@ -343,18 +343,13 @@ impl UringDriver {
             return Buffered::Fallback;
         }
         loop {
-            let key = match fd.registration() {
-                Some((owner, user_data)) if owner == uid => OpKey::from_user_data(user_data),
-                Some(_) => {
-                    return Buffered::Ready(Err(io::Error::other(
-                        "this socket belongs to another shard; I/O objects stay on the shard \
-                         that made them",
-                    )))
-                }
+            let key = match multishot_key(uid, fd) {
+                Ok(Some(key)) => key,
+                Err(error) => return Buffered::Ready(Err(error)),
                 // A socket with a slot always reads through it (it may hold
                 // bytes); only arming a new recv depends on the switch.
-                None if self.buffered_off => return Buffered::Fallback,
-                None => {
+                Ok(None) if self.buffered_off => return Buffered::Fallback,
+                Ok(None) => {
                     if self.bufs.is_none() {
                         match BufRing::new(&self.ring) {
                             Ok(bufs) => self.bufs = Some(bufs),
@@ -366,23 +361,13 @@ impl UringDriver {
                         }
                     }
                     let sqe = opcode::RecvMulti::new(types::Fd(fd.raw()), recv::GROUP).build();
+                    let state = Lifecycle::Multishot(Box::default());
                     // SAFETY: the SQE's only pointers are to provided
                     // buffers, which live while any recv is armed.
-                    let key = unsafe { self.submit(sqe) };
-                    self.ops[key.index].state = Lifecycle::Multishot(Box::default());
-                    fd.set_multishot(uid, key.user_data());
-                    key
+                    unsafe { self.arm(uid, fd, sqe, state) }
                 }
             };
-            let slot = self
-                .ops
-                .get_mut(key.index)
-                .filter(|s| s.generation == key.generation);
-            let Some(Slot {
-                state: Lifecycle::Multishot(multishot),
-                ..
-            }) = slot
-            else {
+            let Some(Lifecycle::Multishot(multishot)) = state_of(&mut self.ops, key) else {
                 fd.clear_registration();
                 continue;
             };
@@ -416,6 +401,25 @@ impl UringDriver {
         }
     }
 
+    /// Submits `sqe` as the multishot op of `fd`, its slot starting in `state`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`UringDriver::submit`].
+    unsafe fn arm(
+        &mut self,
+        uid: u64,
+        fd: &SharedFd,
+        sqe: squeue::Entry,
+        state: Lifecycle,
+    ) -> OpKey {
+        // SAFETY: forwarded from this function's contract.
+        let key = unsafe { self.submit(sqe) };
+        self.ops[key.index].state = state;
+        fd.set_multishot(uid, key.user_data());
+        key
+    }
+
     /// An accept on `listener` through its multishot accept, armed on first use.
     pub(crate) fn accept_multishot(
         &mut self,
@@ -424,35 +428,20 @@ impl UringDriver {
         waker: &Waker,
     ) -> Accepted {
         loop {
-            let key = match listener.registration() {
-                Some((owner, user_data)) if owner == uid => OpKey::from_user_data(user_data),
-                None if !self.tuning.multishot_accept => return Accepted::Fallback,
-                Some(_) => {
-                    return Accepted::Ready(Err(io::Error::other(
-                        "this listener belongs to another shard; I/O objects stay on the \
-                         shard that made them",
-                    )))
-                }
-                None => {
+            let key = match multishot_key(uid, listener) {
+                Ok(Some(key)) => key,
+                Err(error) => return Accepted::Ready(Err(error)),
+                Ok(None) if !self.tuning.multishot_accept => return Accepted::Fallback,
+                Ok(None) => {
                     let sqe = opcode::AcceptMulti::new(types::Fd(listener.raw()))
                         .flags(libc::SOCK_CLOEXEC)
                         .build();
+                    let state = Lifecycle::Accepts(Box::default());
                     // SAFETY: the SQE carries no pointers.
-                    let key = unsafe { self.submit(sqe) };
-                    self.ops[key.index].state = Lifecycle::Accepts(Box::default());
-                    listener.set_multishot(uid, key.user_data());
-                    key
+                    unsafe { self.arm(uid, listener, sqe, state) }
                 }
             };
-            let slot = self
-                .ops
-                .get_mut(key.index)
-                .filter(|s| s.generation == key.generation);
-            let Some(Slot {
-                state: Lifecycle::Accepts(accepts),
-                ..
-            }) = slot
-            else {
+            let Some(Lifecycle::Accepts(accepts)) = state_of(&mut self.ops, key) else {
                 listener.clear_registration();
                 continue;
             };
@@ -481,50 +470,37 @@ impl UringDriver {
     /// The socket `fd` is being closed; `user_data` is its multishot recv
     /// or accept. The fd closes once the kernel is done with it.
     pub(crate) fn release(&mut self, fd: OwnedFd, user_data: u64) {
-        let OpKey { index, generation } = OpKey::from_user_data(user_data);
-        let slot = self
-            .ops
-            .get_mut(index)
-            .filter(|s| s.generation == generation);
-        if let Some(Slot {
-            state: Lifecycle::Accepts(accepts),
-            ..
-        }) = slot
-        {
-            accepts.discard();
-            if accepts.armed() {
-                accepts.orphan_fd = Some(fd);
-                self.cancel(user_data);
-            } else {
-                self.ops.remove(index);
+        let key = OpKey::from_user_data(user_data);
+        let armed = match state_of(&mut self.ops, key) {
+            Some(Lifecycle::Accepts(accepts)) => {
+                accepts.discard();
+                let armed = accepts.armed();
+                if armed {
+                    accepts.orphan_fd = Some(fd);
+                }
+                armed
             }
-            return;
-        }
-        let Some(Slot {
-            state: Lifecycle::Multishot(multishot),
-            ..
-        }) = self
-            .ops
-            .get_mut(index)
-            .filter(|s| s.generation == generation)
-        else {
-            return;
+            Some(Lifecycle::Multishot(multishot)) => {
+                if let Some(bufs) = self.bufs.as_mut() {
+                    multishot.discard(bufs);
+                }
+                let armed = multishot.armed();
+                // Deliberately broken build for the fd-reuse test: close the
+                // fd while the recv may not even have reached the kernel.
+                #[cfg(ringshard_broken = "close_armed_recv")]
+                drop(fd);
+                #[cfg(not(ringshard_broken = "close_armed_recv"))]
+                if armed {
+                    multishot.orphan_fd = Some(fd);
+                }
+                armed
+            }
+            _ => return,
         };
-        if let Some(bufs) = self.bufs.as_mut() {
-            multishot.discard(bufs);
-        }
-        if multishot.armed() {
-            // Deliberately broken build for the fd-reuse test: close the fd
-            // while the recv may not even have reached the kernel.
-            #[cfg(ringshard_broken = "close_armed_recv")]
-            drop(fd);
-            #[cfg(not(ringshard_broken = "close_armed_recv"))]
-            {
-                multishot.orphan_fd = Some(fd);
-            }
+        if armed {
             self.cancel(user_data);
         } else {
-            self.ops.remove(index);
+            self.ops.remove(key.index);
         }
     }
 
@@ -803,6 +779,25 @@ impl Drop for UringDriver {
     /// freeing it under the kernel.
     fn drop(&mut self) {
         self.leak_in_flight();
+    }
+}
+
+/// The state of the op `key`, if its slot in `ops` still holds it.
+fn state_of(ops: &mut Slab<Slot>, key: OpKey) -> Option<&mut Lifecycle> {
+    ops.get_mut(key.index)
+        .filter(|s| s.generation == key.generation)
+        .map(|s| &mut s.state)
+}
+
+/// The key of `fd`'s multishot op, if it has one on shard `uid`; an error
+/// if the socket belongs to another shard.
+fn multishot_key(uid: u64, fd: &SharedFd) -> io::Result<Option<OpKey>> {
+    match fd.registration() {
+        Some((owner, user_data)) if owner == uid => Ok(Some(OpKey::from_user_data(user_data))),
+        Some(_) => Err(io::Error::other(
+            "this socket belongs to another shard; I/O objects stay on the shard that made them",
+        )),
+        None => Ok(None),
     }
 }
 
