@@ -20,6 +20,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod buf;
+pub mod channel;
 mod driver;
 pub mod net;
 pub mod runtime;
@@ -28,6 +29,7 @@ mod sys;
 pub mod task;
 pub mod time;
 
+pub use channel::mpsc::{bounded, unbounded};
 pub use driver::{DriverKind, DriverType};
 pub use runtime::{Builder, Runtime, RuntimeStats, ShardStats};
 pub use task::{current_shard, spawn, spawn_on, yield_now, JoinError, JoinHandle, ShardId};

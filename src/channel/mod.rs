@@ -1,0 +1,19 @@
+//! Channels that work between shards and plain threads: [`mpsc`] (bounded
+//! and unbounded) and [`oneshot`].
+//!
+//! They know nothing of shards: a receiver parks by handing its
+//! `std::task::Waker` to the channel, and the waker routes the wake (to the
+//! local run queue when the sender runs on the receiver's shard, to that
+//! shard's inbox otherwise). So a receiver parked on one shard costs nothing
+//! until a sender on another shard wakes it, and the channels can be tested
+//! without a runtime.
+//!
+//! The hot path never takes a lock: values go through a lock-free queue
+//! (`crossbeam-queue`'s `ArrayQueue` for bounded channels, `SegQueue` for
+//! unbounded ones), and a sender reads one flag to learn whether the
+//! receiver is parked, writing to it only when it must wake the receiver.
+
+pub mod mpsc;
+pub mod oneshot;
+mod thread;
+mod waiters;

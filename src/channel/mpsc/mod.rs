@@ -1,0 +1,589 @@
+//! Multi-producer, single-consumer channels: [`bounded`] and [`unbounded`].
+//!
+//! Senders are `Clone + Send` and work from any shard or plain thread; the
+//! receiver may be moved to any shard and is woken there, without that
+//! shard spinning. Values arrive in the order each sender sent them.
+//!
+//! ```
+//! let rt = ringshard::Runtime::builder().worker_threads(2).pin_threads(false).build()?;
+//! let sum = rt.block_on(async {
+//!     let (tx, mut rx) = ringshard::bounded::<u64>(64);
+//!     ringshard::spawn_on(ringshard::ShardId::new(1), move || async move {
+//!         for i in 1..=100 {
+//!             tx.send(i).await.unwrap();
+//!         }
+//!     });
+//!     let mut sum = 0;
+//!     while let Some(v) = rx.recv().await {
+//!         sum += v;
+//!     }
+//!     sum
+//! });
+//! assert_eq!(sum, 5050);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use crossbeam_queue::{ArrayQueue, SegQueue};
+use crossbeam_utils::CachePadded;
+
+use super::thread;
+use super::waiters::Waiters;
+
+/// A channel holding at most `capacity` values: [`Sender::send`] waits while
+/// it is full.
+///
+/// # Panics
+///
+/// When `capacity` is 0 (as tokio's `channel` does): a channel that can hold
+/// nothing could never deliver.
+///
+/// ```
+/// # let rt = ringshard::Runtime::builder().worker_threads(1).build()?;
+/// rt.block_on(async {
+///     let (tx, mut rx) = ringshard::channel::mpsc::bounded(1);
+///     tx.send("a").await.unwrap();
+///     assert!(tx.try_send("b").is_err()); // full
+///     assert_eq!(rx.recv().await, Some("a"));
+/// });
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[track_caller]
+pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    assert!(
+        capacity > 0,
+        "ringshard::channel::mpsc::bounded: capacity must be at least 1"
+    );
+    let chan = Arc::new(Chan::new(Bounded(ArrayQueue::new(capacity))));
+    (
+        Sender { chan: chan.clone() },
+        Receiver { chan },
+    )
+}
+
+/// A channel without a bound: [`UnboundedSender::send`] never waits.
+///
+/// ```
+/// let (tx, mut rx) = ringshard::unbounded();
+/// let senders: Vec<_> = (0..4)
+///     .map(|t| {
+///         let tx = tx.clone();
+///         std::thread::spawn(move || (0..100).for_each(|i| tx.send(t * 100 + i).unwrap()))
+///     })
+///     .collect();
+/// drop(tx);
+/// senders.into_iter().for_each(|t| t.join().unwrap());
+/// let mut got = Vec::new();
+/// while let Some(v) = rx.blocking_recv() {
+///     got.push(v);
+/// }
+/// assert_eq!(got.len(), 400);
+/// ```
+pub fn unbounded<T>() -> (UnboundedSender<T>, UnboundedReceiver<T>) {
+    let chan = Arc::new(Chan::new(Unbounded(SegQueue::new())));
+    (
+        UnboundedSender { chan: chan.clone() },
+        UnboundedReceiver { chan },
+    )
+}
+
+/// The queue under a channel.
+trait Queue {
+    type Item;
+    fn push(&self, value: Self::Item) -> Result<(), Self::Item>;
+    fn pop(&self) -> Option<Self::Item>;
+    fn len(&self) -> usize;
+}
+
+struct Bounded<T>(ArrayQueue<T>);
+struct Unbounded<T>(SegQueue<T>);
+
+impl<T> Queue for Bounded<T> {
+    type Item = T;
+    fn push(&self, value: T) -> Result<(), T> {
+        self.0.push(value)
+    }
+    fn pop(&self) -> Option<T> {
+        self.0.pop()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl<T> Queue for Unbounded<T> {
+    type Item = T;
+    fn push(&self, value: T) -> Result<(), T> {
+        self.0.push(value);
+        Ok(())
+    }
+    fn pop(&self) -> Option<T> {
+        self.0.pop()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The state both ends share.
+struct Chan<Q> {
+    queue: Q,
+    /// Live `Sender`s; the receiver sees the end once it is 0 and the queue
+    /// is empty.
+    senders: AtomicUsize,
+    /// The receiver was dropped or closed: sends fail.
+    closed: AtomicBool,
+    /// Set by the receiver after it registered its waker and before it
+    /// re-checks the queue; a sender wakes it only when this is set, so a
+    /// busy receiver costs senders one read.
+    rx_parked: CachePadded<AtomicBool>,
+    rx_waker: AtomicWaker,
+    /// Senders waiting for room (bounded channels only).
+    send_waiters: Waiters,
+}
+
+impl<Q: Queue> Chan<Q> {
+    fn new(queue: Q) -> Chan<Q> {
+        Chan {
+            queue,
+            senders: AtomicUsize::new(1),
+            closed: AtomicBool::new(false),
+            rx_parked: CachePadded::new(AtomicBool::new(false)),
+            rx_waker: AtomicWaker::new(),
+            send_waiters: Waiters::default(),
+        }
+    }
+
+    /// After a push or the last sender's drop: wakes the receiver if parked.
+    fn wake_receiver(&self) {
+        // Pairs with the fence in `poll_recv`.
+        fence(Ordering::SeqCst);
+        if self.rx_parked.load(Ordering::Relaxed) && self.rx_parked.swap(false, Ordering::AcqRel) {
+            self.rx_waker.wake();
+        }
+    }
+
+    fn try_send(&self, value: Q::Item) -> Result<(), TrySendError<Q::Item>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TrySendError::Closed(value));
+        }
+        match self.queue.push(value) {
+            Ok(()) => {
+                self.wake_receiver();
+                Ok(())
+            }
+            Err(value) => Err(TrySendError::Full(value)),
+        }
+    }
+
+    fn pop(&self) -> Option<Q::Item> {
+        let value = self.queue.pop()?;
+        self.send_waiters.notify_one();
+        Some(value)
+    }
+
+    fn try_recv(&self) -> Result<Q::Item, TryRecvError> {
+        if let Some(value) = self.pop() {
+            return Ok(value);
+        }
+        if self.senders.load(Ordering::Acquire) == 0 {
+            // A push that raced with the last sender's drop is visible now.
+            return self.pop().ok_or(TryRecvError::Disconnected);
+        }
+        Err(TryRecvError::Empty)
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Q::Item>> {
+        match self.try_recv() {
+            Ok(value) => return Poll::Ready(Some(value)),
+            Err(TryRecvError::Disconnected) => return Poll::Ready(None),
+            Err(TryRecvError::Empty) => {}
+        }
+        self.rx_waker.register(cx.waker());
+        self.rx_parked.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `wake_receiver`: either the sender sees
+        // `rx_parked`, or we see its value (or its drop).
+        fence(Ordering::SeqCst);
+        match self.try_recv() {
+            Ok(value) => {
+                self.rx_parked.store(false, Ordering::Relaxed);
+                Poll::Ready(Some(value))
+            }
+            Err(TryRecvError::Disconnected) => Poll::Ready(None),
+            Err(TryRecvError::Empty) => Poll::Pending,
+        }
+    }
+
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.send_waiters.notify_all();
+        }
+    }
+
+    fn add_sender(&self) {
+        self.senders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn drop_sender(&self) {
+        if self.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.wake_receiver();
+        }
+    }
+}
+
+/// The sending half of a [`bounded`] channel.
+pub struct Sender<T> {
+    chan: Arc<Chan<Bounded<T>>>,
+}
+
+impl<T> Sender<T> {
+    /// Sends `value`, waiting while the channel is full. Fails, giving the
+    /// value back, once the receiver is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes drops the value unsent; the
+    /// room it was woken for goes to the next waiting sender.
+    pub fn send(&self, value: T) -> Send<'_, T> {
+        Send {
+            chan: &self.chan,
+            value: Some(value),
+            key: None,
+        }
+    }
+
+    /// Sends `value` if there is room now.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        self.chan.try_send(value)
+    }
+
+    /// [`send`](Sender::send) for plain threads: blocks the thread.
+    ///
+    /// # Panics
+    ///
+    /// When called on a shard's thread.
+    #[track_caller]
+    pub fn blocking_send(&self, value: T) -> Result<(), SendError<T>> {
+        thread::block_on("Sender::blocking_send", self.send(value))
+    }
+
+    /// Whether the receiver is gone (sends would fail).
+    pub fn is_closed(&self) -> bool {
+        self.chan.closed.load(Ordering::Acquire)
+    }
+
+    /// The channel's capacity.
+    pub fn capacity(&self) -> usize {
+        self.chan.queue.0.capacity()
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Sender<T> {
+        self.chan.add_sender();
+        Sender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.chan.drop_sender();
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("len", &self.chan.queue.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+/// The future of [`Sender::send`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Send<'a, T> {
+    chan: &'a Chan<Bounded<T>>,
+    value: Option<T>,
+    /// Our entry among the channel's waiting senders.
+    key: Option<usize>,
+}
+
+// The value is only moved, never pinned.
+impl<T> Unpin for Send<'_, T> {}
+
+impl<T> Future for Send<'_, T> {
+    type Output = Result<(), SendError<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let value = this.value.take().expect("Send polled after completion");
+        let value = match this.chan.try_send(value) {
+            Ok(()) => {
+                this.chan.send_waiters.remove(&mut this.key, true);
+                return Poll::Ready(Ok(()));
+            }
+            Err(TrySendError::Closed(value)) => {
+                this.chan.send_waiters.remove(&mut this.key, true);
+                return Poll::Ready(Err(SendError(value)));
+            }
+            Err(TrySendError::Full(value)) => value,
+        };
+        this.chan.send_waiters.register(&mut this.key, cx.waker());
+        // The receiver may have made room (or closed) before it could see us.
+        match this.chan.try_send(value) {
+            Ok(()) => {
+                this.chan.send_waiters.remove(&mut this.key, true);
+                Poll::Ready(Ok(()))
+            }
+            Err(TrySendError::Closed(value)) => {
+                this.chan.send_waiters.remove(&mut this.key, true);
+                Poll::Ready(Err(SendError(value)))
+            }
+            Err(TrySendError::Full(value)) => {
+                this.value = Some(value);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Drop for Send<'_, T> {
+    fn drop(&mut self) {
+        self.chan.send_waiters.remove(&mut self.key, false);
+    }
+}
+
+/// The sending half of an [`unbounded`] channel.
+pub struct UnboundedSender<T> {
+    chan: Arc<Chan<Unbounded<T>>>,
+}
+
+impl<T> UnboundedSender<T> {
+    /// Sends `value` without waiting. Fails, giving the value back, once the
+    /// receiver is gone.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        self.chan.try_send(value).map_err(|error| match error {
+            TrySendError::Closed(value) | TrySendError::Full(value) => SendError(value),
+        })
+    }
+
+    /// Whether the receiver is gone (sends would fail).
+    pub fn is_closed(&self) -> bool {
+        self.chan.closed.load(Ordering::Acquire)
+    }
+}
+
+impl<T> Clone for UnboundedSender<T> {
+    fn clone(&self) -> UnboundedSender<T> {
+        self.chan.add_sender();
+        UnboundedSender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for UnboundedSender<T> {
+    fn drop(&mut self) {
+        self.chan.drop_sender();
+    }
+}
+
+impl<T> fmt::Debug for UnboundedSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnboundedSender")
+            .field("len", &self.chan.queue.len())
+            .finish()
+    }
+}
+
+/// The receiving half of a [`bounded`] channel.
+pub struct Receiver<T> {
+    chan: Arc<Chan<Bounded<T>>>,
+}
+
+/// The receiving half of an [`unbounded`] channel.
+pub struct UnboundedReceiver<T> {
+    chan: Arc<Chan<Unbounded<T>>>,
+}
+
+/// Both receivers' methods, one definition.
+macro_rules! receiver {
+    ($name:ident, $flavour:ident) => {
+        impl<T> $name<T> {
+            /// Receives the next value, waiting for one. `None` once every
+            /// sender is gone and the channel is empty.
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel safe: a value leaves the channel only when the future
+            /// returns it.
+            pub fn recv(&mut self) -> Recv<'_, T> {
+                Recv {
+                    chan: RecvChan::$flavour(&self.chan),
+                }
+            }
+
+            /// Receives a value if one is ready.
+            pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+                self.chan.try_recv()
+            }
+
+            /// [`recv`](Self::recv) for plain threads: blocks the thread.
+            ///
+            /// # Panics
+            ///
+            /// When called on a shard's thread.
+            #[track_caller]
+            pub fn blocking_recv(&mut self) -> Option<T> {
+                thread::block_on(concat!(stringify!($name), "::blocking_recv"), self.recv())
+            }
+
+            /// Closes the channel: sends fail from now on; values already
+            /// sent can still be received.
+            pub fn close(&mut self) {
+                self.chan.close();
+            }
+
+            /// Values waiting in the channel.
+            pub fn len(&self) -> usize {
+                self.chan.queue.len()
+            }
+
+            /// Whether no value waits in the channel.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+
+        impl<T> Drop for $name<T> {
+            fn drop(&mut self) {
+                self.chan.close();
+                // Values still queued are dropped now, not when the last
+                // sender goes.
+                while self.chan.queue.pop().is_some() {}
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("len", &self.len())
+                    .finish()
+            }
+        }
+    };
+}
+
+receiver!(Receiver, Bounded);
+receiver!(UnboundedReceiver, Unbounded);
+
+enum RecvChan<'a, T> {
+    Bounded(&'a Chan<Bounded<T>>),
+    Unbounded(&'a Chan<Unbounded<T>>),
+}
+
+/// The future of `recv` on either receiver.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Recv<'a, T> {
+    chan: RecvChan<'a, T>,
+}
+
+impl<T> Future for Recv<'_, T> {
+    type Output = Option<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        match self.chan {
+            RecvChan::Bounded(chan) => chan.poll_recv(cx),
+            RecvChan::Unbounded(chan) => chan.poll_recv(cx),
+        }
+    }
+}
+
+/// A send failed because the receiver is gone; the value is returned.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct SendError<T>(pub T);
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("channel closed")
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// Why [`Sender::try_send`] failed; the value is returned.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum TrySendError<T> {
+    /// The channel is full.
+    Full(T),
+    /// The receiver is gone.
+    Closed(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(value) | TrySendError::Closed(value) => value,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("channel full"),
+            TrySendError::Closed(_) => f.write_str("channel closed"),
+        }
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+/// Why `try_recv` returned no value.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum TryRecvError {
+    /// No value now; senders remain.
+    Empty,
+    /// No value, and every sender is gone.
+    Disconnected,
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("channel empty"),
+            TryRecvError::Disconnected => f.write_str("channel closed"),
+        }
+    }
+}
+
+impl std::error::Error for TryRecvError {}
+
+#[cfg(test)]
+mod tests;

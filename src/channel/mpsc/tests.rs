@@ -1,0 +1,155 @@
+use std::sync::atomic::AtomicUsize;
+use std::task::{Wake, Waker};
+use std::thread;
+
+use super::*;
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+struct Counter(AtomicUsize);
+
+impl Wake for Counter {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counter() -> (Arc<Counter>, Waker) {
+    let counter = Arc::new(Counter::default());
+    (counter.clone(), Waker::from(counter))
+}
+
+fn wakes(counter: &Counter) -> usize {
+    counter.0.load(Ordering::SeqCst)
+}
+
+fn poll<F: Future + Unpin>(future: &mut F, waker: &Waker) -> Poll<F::Output> {
+    Pin::new(future).poll(&mut Context::from_waker(waker))
+}
+
+#[test]
+fn full_channel_makes_send_wait_until_a_recv() {
+    let (tx, mut rx) = bounded(2);
+    tx.try_send(1).unwrap();
+    tx.try_send(2).unwrap();
+    let (count, waker) = counter();
+    let mut send = tx.send(3);
+    assert!(poll(&mut send, &waker).is_pending());
+    assert!(poll(&mut send, &waker).is_pending());
+    assert_eq!(wakes(&count), 0);
+    assert_eq!(rx.try_recv(), Ok(1));
+    assert_eq!(wakes(&count), 1);
+    assert!(matches!(poll(&mut send, &waker), Poll::Ready(Ok(()))));
+    drop(send);
+    assert_eq!(rx.try_recv(), Ok(2));
+    assert_eq!(rx.try_recv(), Ok(3));
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+}
+
+#[test]
+fn dropped_woken_sender_passes_the_room_on() {
+    let (tx, mut rx) = bounded(1);
+    tx.try_send(0).unwrap();
+    let (first_count, first_waker) = counter();
+    let (second_count, second_waker) = counter();
+    let mut first = tx.send(1);
+    let mut second = tx.send(2);
+    assert!(poll(&mut first, &first_waker).is_pending());
+    assert!(poll(&mut second, &second_waker).is_pending());
+    assert_eq!(rx.try_recv(), Ok(0));
+    assert_eq!((wakes(&first_count), wakes(&second_count)), (1, 0));
+    drop(first);
+    assert_eq!(wakes(&second_count), 1, "the second sender was never woken");
+    assert!(matches!(poll(&mut second, &second_waker), Poll::Ready(Ok(()))));
+    drop(second);
+    assert_eq!(rx.try_recv(), Ok(2));
+}
+
+#[test]
+fn dropped_receiver_fails_waiting_senders() {
+    let (tx, rx) = bounded(1);
+    tx.try_send(String::from("a")).unwrap();
+    let (count, waker) = counter();
+    let mut send = tx.send(String::from("b"));
+    assert!(poll(&mut send, &waker).is_pending());
+    drop(rx);
+    assert_eq!(wakes(&count), 1);
+    match poll(&mut send, &waker) {
+        Poll::Ready(Err(SendError(value))) => assert_eq!(value, "b"),
+        other => panic!("expected the value back, got {other:?}"),
+    }
+    assert!(tx.is_closed());
+    assert!(matches!(tx.try_send(String::new()), Err(TrySendError::Closed(_))));
+}
+
+#[test]
+fn receiver_sees_the_end_after_the_last_value() {
+    let (tx, mut rx) = unbounded();
+    let tx2 = tx.clone();
+    tx.send(1).unwrap();
+    drop(tx);
+    let (count, waker) = counter();
+    let mut recv = rx.recv();
+    assert_eq!(poll(&mut recv, &waker), Poll::Ready(Some(1)));
+    let mut recv = rx.recv();
+    assert!(poll(&mut recv, &waker).is_pending());
+    drop(tx2);
+    assert_eq!(wakes(&count), 1);
+    assert_eq!(poll(&mut recv, &waker), Poll::Ready(None));
+}
+
+#[test]
+fn values_queued_at_receiver_drop_are_dropped_then() {
+    let token = Arc::new(());
+    let (tx, rx) = bounded(8);
+    for _ in 0..8 {
+        tx.try_send(token.clone()).unwrap();
+    }
+    drop(rx);
+    assert_eq!(Arc::strong_count(&token), 1);
+    drop(tx);
+}
+
+#[test]
+#[should_panic(expected = "capacity must be at least 1")]
+fn zero_capacity_is_refused() {
+    let _ = bounded::<u8>(0);
+}
+
+/// Two threads, a one-slot channel: every value arrives, in order, and the
+/// blocked sender is always woken.
+#[test]
+fn stress_one_slot_channel_between_threads() {
+    for _ in 0..20 {
+        let (tx, mut rx) = bounded(1);
+        let sender = thread::spawn(move || {
+            for i in 0..5_000u32 {
+                tx.blocking_send(i).unwrap();
+            }
+        });
+        for i in 0..5_000u32 {
+            assert_eq!(rx.blocking_recv(), Some(i));
+        }
+        assert_eq!(rx.blocking_recv(), None);
+        sender.join().unwrap();
+    }
+}
+
+#[test]
+fn stress_many_threads_into_an_unbounded_channel() {
+    let (tx, mut rx) = unbounded::<(usize, u32)>();
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let tx = tx.clone();
+            thread::spawn(move || (0..20_000).for_each(|i| tx.send((t, i)).unwrap()))
+        })
+        .collect();
+    drop(tx);
+    let mut next = [0u32; 4];
+    while let Some((t, i)) = rx.blocking_recv() {
+        assert_eq!(i, next[t], "sender {t} out of order");
+        next[t] += 1;
+    }
+    assert_eq!(next, [20_000; 4]);
+    senders.into_iter().for_each(|s| s.join().unwrap());
+}
