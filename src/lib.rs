@@ -24,7 +24,9 @@ pub mod channel;
 mod driver;
 pub mod net;
 pub mod runtime;
+mod select;
 mod shard;
+pub mod sync;
 mod sys;
 pub mod task;
 pub mod time;
@@ -34,6 +36,9 @@ pub use driver::{DriverKind, DriverType};
 pub use runtime::{Builder, Runtime, RuntimeStats, ShardStats};
 pub use task::{current_shard, spawn, spawn_on, yield_now, JoinError, JoinHandle, ShardId};
 pub use time::{sleep, timeout};
+
+#[doc(hidden)]
+pub use select::__private;
 
 /// The traits and types owned-buffer I/O needs: `use ringshard::prelude::*;`.
 pub mod prelude {

@@ -17,3 +17,6 @@ pub mod mpsc;
 pub mod oneshot;
 mod thread;
 mod waiters;
+
+#[cfg(test)]
+pub(crate) use thread::block_on as thread_block_on;

@@ -37,7 +37,9 @@ impl Waiters {
     fn lock(&self) -> MutexGuard<'_, List> {
         // A panic never happens while the lock is held (no user code runs
         // under it but `Waker::clone`), yet a poisoned lock stays usable.
-        self.list.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.list
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues the caller, or refreshes its waker; re-queues it at the back if

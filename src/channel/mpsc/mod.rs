@@ -62,10 +62,7 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         "ringshard::channel::mpsc::bounded: capacity must be at least 1"
     );
     let chan = Arc::new(Chan::new(Bounded(ArrayQueue::new(capacity))));
-    (
-        Sender { chan: chan.clone() },
-        Receiver { chan },
-    )
+    (Sender { chan: chan.clone() }, Receiver { chan })
 }
 
 /// A channel without a bound: [`UnboundedSender::send`] never waits.

@@ -60,7 +60,10 @@ fn dropped_woken_sender_passes_the_room_on() {
     assert_eq!((wakes(&first_count), wakes(&second_count)), (1, 0));
     drop(first);
     assert_eq!(wakes(&second_count), 1, "the second sender was never woken");
-    assert!(matches!(poll(&mut second, &second_waker), Poll::Ready(Ok(()))));
+    assert!(matches!(
+        poll(&mut second, &second_waker),
+        Poll::Ready(Ok(()))
+    ));
     drop(second);
     assert_eq!(rx.try_recv(), Ok(2));
 }
@@ -79,7 +82,10 @@ fn dropped_receiver_fails_waiting_senders() {
         other => panic!("expected the value back, got {other:?}"),
     }
     assert!(tx.is_closed());
-    assert!(matches!(tx.try_send(String::new()), Err(TrySendError::Closed(_))));
+    assert!(matches!(
+        tx.try_send(String::new()),
+        Err(TrySendError::Closed(_))
+    ));
 }
 
 #[test]

@@ -1,0 +1,5 @@
+//! Synchronization between tasks on any shard: [`CancellationToken`].
+
+mod cancellation;
+
+pub use cancellation::{CancellationToken, WaitForCancellation};

@@ -1,0 +1,314 @@
+//! Channels, select! and cancellation tokens between shards and threads.
+
+mod common;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{each_driver, runtime, thread_cpu_time};
+use ringshard::channel::oneshot;
+use ringshard::sync::CancellationToken;
+use ringshard::{select, sleep, spawn, spawn_on, ShardId};
+
+#[test]
+fn million_messages_from_shard_1_to_shard_0_arrive_complete_and_in_order() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        let received = rt.block_on(async {
+            let (tx, mut rx) = ringshard::bounded::<u64>(1024);
+            let sender = spawn_on(ShardId::new(1), move || async move {
+                for i in 0..1_000_000u64 {
+                    tx.send(i).await.unwrap();
+                }
+                ringshard::current_shard()
+            });
+            // A task of shard 0 rather than the root future, so its wakes
+            // from shard 1 go through the inbox and are counted.
+            let receiver = spawn(async move {
+                let mut next = 0u64;
+                while let Some(v) = rx.recv().await {
+                    assert_eq!(v, next, "out of order");
+                    next += 1;
+                }
+                next
+            });
+            assert_eq!(sender.await.unwrap(), ShardId::new(1));
+            receiver.await.unwrap()
+        });
+        assert_eq!(received, 1_000_000);
+        let stats = rt.stats();
+        assert!(
+            stats.shards()[0].remote_wakes > 0,
+            "the receiver was never woken from shard 1: {stats:?}"
+        );
+    });
+}
+
+#[test]
+fn receiver_parked_on_shard_1_uses_no_cpu_while_nothing_is_sent() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        let (cpu, waited) = rt.block_on(async {
+            let (tx, mut rx) = ringshard::unbounded::<u32>();
+            let receiver = spawn_on(ShardId::new(1), move || async move {
+                let cpu = thread_cpu_time();
+                let start = Instant::now();
+                let got = rx.recv().await;
+                (thread_cpu_time() - cpu, start.elapsed(), got)
+            });
+            sleep(Duration::from_millis(300)).await;
+            tx.send(9).unwrap();
+            let (cpu, waited, got) = receiver.await.unwrap();
+            assert_eq!(got, Some(9));
+            (cpu, waited)
+        });
+        assert!(
+            waited >= Duration::from_millis(290),
+            "woken early: {waited:?}"
+        );
+        assert!(
+            cpu < Duration::from_millis(10),
+            "shard 1 used {cpu:?} of CPU while its receiver waited {waited:?}"
+        );
+    });
+}
+
+#[test]
+fn four_plain_threads_send_into_one_receiver_on_a_shard_nothing_lost() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        let (tx, mut rx) = ringshard::bounded::<(usize, u32)>(64);
+        let (utx, mut urx) = ringshard::unbounded::<(usize, u32)>();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let tx = tx.clone();
+                let utx = utx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50_000 {
+                        tx.blocking_send((t, i)).unwrap();
+                        utx.send((t, i)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop((tx, utx));
+        let counts = rt.block_on(async move {
+            let bounded = spawn_on(ShardId::new(1), move || async move {
+                let mut next = [0u32; 4];
+                while let Some((t, i)) = rx.recv().await {
+                    assert_eq!(i, next[t]);
+                    next[t] += 1;
+                }
+                next
+            });
+            let mut next = [0u32; 4];
+            while let Some((t, i)) = urx.recv().await {
+                assert_eq!(i, next[t]);
+                next[t] += 1;
+            }
+            (bounded.await.unwrap(), next)
+        });
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(counts, ([50_000; 4], [50_000; 4]));
+    });
+}
+
+#[test]
+fn full_bounded_channel_makes_send_wait_across_shards() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        rt.block_on(async {
+            let (tx, mut rx) = ringshard::bounded::<u32>(2);
+            let sent = Arc::new(AtomicUsize::new(0));
+            let counter = sent.clone();
+            let sender = spawn_on(ShardId::new(1), move || async move {
+                for i in 0..3 {
+                    tx.send(i).await.unwrap();
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            sleep(Duration::from_millis(50)).await;
+            assert_eq!(
+                sent.load(Ordering::SeqCst),
+                2,
+                "send did not wait on a full channel"
+            );
+            assert_eq!(rx.recv().await, Some(0));
+            sender.await.unwrap();
+            assert_eq!(sent.load(Ordering::SeqCst), 3);
+            assert_eq!(rx.recv().await, Some(1));
+            assert_eq!(rx.recv().await, Some(2));
+            assert_eq!(rx.recv().await, None);
+        });
+    });
+}
+
+#[test]
+fn oneshot_crosses_shards_and_reports_a_dropped_sender() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        rt.block_on(async {
+            let (tx, rx) = oneshot::channel();
+            spawn_on(ShardId::new(1), move || async move {
+                sleep(Duration::from_millis(5)).await;
+                tx.send(ringshard::current_shard()).unwrap();
+            });
+            assert_eq!(rx.await, Ok(ShardId::new(1)));
+            let (tx, rx) = oneshot::channel::<u8>();
+            spawn_on(ShardId::new(1), move || async move { drop(tx) });
+            assert!(rx.await.is_err());
+        });
+    });
+}
+
+/// Sets its flag when dropped.
+struct DropFlag(Rc<Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+#[test]
+fn select_takes_the_ready_branch_and_drops_the_others_first() {
+    let rt = runtime(ringshard::Runtime::builder(), 1);
+    rt.block_on(async {
+        for _ in 0..50 {
+            let dropped = Rc::new(Cell::new(false));
+            let flag = DropFlag(dropped.clone());
+            let pending = async move {
+                let _flag = flag;
+                std::future::pending::<u32>().await
+            };
+            let seen = dropped.clone();
+            let taken = select! {
+                v = pending => v,
+                v = async { 7 } => {
+                    assert!(seen.get(), "the losing branch was not dropped before the handler");
+                    v
+                }
+            };
+            assert_eq!(taken, 7);
+            assert!(dropped.get());
+        }
+    });
+}
+
+#[test]
+fn select_skips_unmatched_and_disabled_branches() {
+    let rt = runtime(ringshard::Runtime::builder(), 1);
+    rt.block_on(async {
+        let got = select! {
+            Some(v) = async { None::<u32> } => v,
+            v = async { 5 }, if false => v,
+            v = async {
+                sleep(Duration::from_millis(5)).await;
+                3
+            } => v + 1,
+        };
+        assert_eq!(got, 4);
+        let got = select! {
+            biased;
+            Some(v) = async { None::<u32> } => v,
+            else => 99,
+        };
+        assert_eq!(got, 99);
+    });
+}
+
+/// A `recv` dropped by select! when the timer wins never loses a message.
+#[test]
+fn select_over_recv_and_a_timer_loses_no_message() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        let (received, timeouts) = rt.block_on(async {
+            let (tx, mut rx) = ringshard::bounded::<u32>(4);
+            spawn_on(ShardId::new(1), move || async move {
+                for i in 0..2_000 {
+                    if i % 100 == 0 {
+                        sleep(Duration::from_millis(2)).await;
+                    }
+                    tx.send(i).await.unwrap();
+                }
+            });
+            let (mut next, mut timeouts) = (0, 0);
+            loop {
+                select! {
+                    v = rx.recv() => match v {
+                        Some(v) => {
+                            assert_eq!(v, next, "a message was lost");
+                            next += 1;
+                        }
+                        None => break,
+                    },
+                    _ = sleep(Duration::from_micros(500)) => timeouts += 1,
+                }
+            }
+            (next, timeouts)
+        });
+        assert_eq!(received, 2_000);
+        assert!(
+            timeouts > 0,
+            "the timer branch never won, the test proves nothing"
+        );
+    });
+}
+
+#[test]
+fn cancelled_parent_token_cancels_children_on_every_shard() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        rt.block_on(async {
+            let parent = CancellationToken::new();
+            let stopped = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for i in 0..20 {
+                let child = parent.child_token();
+                let grandchild = child.child_token();
+                let stopped = stopped.clone();
+                tasks.push(spawn_on(ShardId::new(i % 2), move || async move {
+                    grandchild.cancelled().await;
+                    assert!(child.is_cancelled());
+                    stopped.fetch_add(1, Ordering::SeqCst);
+                }));
+            }
+            let unrelated = CancellationToken::new();
+            sleep(Duration::from_millis(10)).await;
+            assert_eq!(stopped.load(Ordering::SeqCst), 0);
+            parent.cancel();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            assert_eq!(stopped.load(Ordering::SeqCst), 20);
+            assert!(!unrelated.is_cancelled());
+        });
+    });
+}
+
+#[test]
+fn cancelling_a_child_does_not_cancel_its_parent() {
+    let rt = runtime(ringshard::Runtime::builder(), 1);
+    rt.block_on(async {
+        let parent = CancellationToken::new();
+        let child = parent.child_token();
+        let finished = Rc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        let waiter = {
+            let parent = parent.clone();
+            spawn(async move {
+                parent.cancelled().await;
+                flag.store(true, Ordering::SeqCst);
+            })
+        };
+        child.cancel();
+        sleep(Duration::from_millis(10)).await;
+        assert!(!finished.load(Ordering::SeqCst));
+        parent.cancel();
+        waiter.await.unwrap();
+        assert!(finished.load(Ordering::SeqCst));
+    });
+}
