@@ -9,12 +9,13 @@
 //! without a runtime.
 //!
 //! The hot path never takes a lock: values go through a lock-free queue
-//! (`crossbeam-queue`'s `ArrayQueue` for bounded channels, `SegQueue` for
+//! (our `Ring` for bounded channels, `crossbeam-queue`'s `SegQueue` for
 //! unbounded ones), and a sender reads one flag to learn whether the
 //! receiver is parked, writing to it only when it must wake the receiver.
 
 pub mod mpsc;
 pub mod oneshot;
+mod ring;
 mod thread;
 mod waiters;
 

@@ -34,6 +34,9 @@ use crate::driver::{Driver, Ready};
 use crate::task::{Runnable, ShardId};
 use crate::time::wheel::{TimerKey, Wheel};
 
+/// Inbox checks between two clock reads while spinning.
+const SPIN_CHECKS: u32 = 32;
+
 /// Tasks run per turn before the shard looks at its inbox, timers and I/O.
 const BUDGET: usize = 61;
 
@@ -154,6 +157,8 @@ pub(crate) struct Core {
     ready: RefCell<Ready>,
     origin: Instant,
     now: Cell<Instant>,
+    /// Work came from another shard since the last spin that found nothing.
+    remote_recent: Cell<bool>,
     counters: Counters,
 }
 
@@ -177,6 +182,7 @@ impl Core {
             ready: RefCell::new(Ready::default()),
             origin,
             now: Cell::new(origin),
+            remote_recent: Cell::new(false),
             counters: Counters::default(),
         }
     }
@@ -252,7 +258,10 @@ impl Core {
             self.run_queue.borrow_mut().push_back(runnable);
             count += 1;
         }
-        bump(&self.counters.remote_wakes, count);
+        if count > 0 {
+            self.remote_recent.set(true);
+            bump(&self.counters.remote_wakes, count);
+        }
     }
 
     fn fire_timers(&self) {
@@ -276,6 +285,9 @@ impl Core {
     /// Parks in the driver until the next timer deadline (capped by
     /// `park_timeout`) unless work arrived since the turn began.
     fn park(&self, woken: &impl Fn() -> bool) {
+        if self.spin(woken) {
+            return;
+        }
         let timeout = self.park_duration();
         self.shared.parked.store(true, Ordering::SeqCst);
         // Pairs with the fence in `Shared::unpark_if_parked`: either the
@@ -292,6 +304,33 @@ impl Core {
         self.flush_stats();
         self.driver.borrow_mut().park(timeout);
         self.shared.parked.store(false, Ordering::Relaxed);
+    }
+
+    /// Spins up to `Config::spin` (or the next timer) waiting for the
+    /// inbox, after cross-shard work; true if work arrived. What this turn
+    /// queued for the driver is submitted first, so spinning delays no I/O
+    /// submission.
+    fn spin(&self, woken: &impl Fn() -> bool) -> bool {
+        if self.config.spin.is_zero() || !self.remote_recent.replace(false) {
+            return false;
+        }
+        self.driver.borrow_mut().poll_nowait();
+        let limit = self
+            .park_duration()
+            .map_or(self.config.spin, |until| until.min(self.config.spin));
+        let start = Instant::now();
+        loop {
+            for _ in 0..SPIN_CHECKS {
+                if !self.shared.inbox.is_empty() || woken() {
+                    self.remote_recent.set(true);
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+        }
     }
 
     fn park_duration(&self) -> Option<Duration> {

@@ -17,6 +17,8 @@ pub(crate) struct Config {
     pub(crate) queue_size: usize,
     pub(crate) enable_parking: bool,
     pub(crate) park_timeout: Option<Duration>,
+    /// Spin before parking after cross-shard work (`Builder::spin_before_park`).
+    pub(crate) spin: Duration,
 }
 
 /// What every shard can see of the others.

@@ -31,9 +31,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use atomic_waker::AtomicWaker;
-use crossbeam_queue::{ArrayQueue, SegQueue};
+use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 
+use super::ring::{Ring, MAX_CAPACITY};
 use super::thread;
 use super::waiters::Waiters;
 
@@ -42,8 +43,9 @@ use super::waiters::Waiters;
 ///
 /// # Panics
 ///
-/// When `capacity` is 0 (as tokio's `channel` does): a channel that can hold
-/// nothing could never deliver.
+/// When `capacity` is 0 (as tokio's `channel` does: a channel that can hold
+/// nothing could never deliver), or above 2^24: the ring of slots is
+/// allocated up front.
 ///
 /// ```
 /// # let rt = ringshard::Runtime::builder().worker_threads(1).build()?;
@@ -58,10 +60,11 @@ use super::waiters::Waiters;
 #[track_caller]
 pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     assert!(
-        capacity > 0,
-        "ringshard::channel::mpsc::bounded: capacity must be at least 1"
+        (1..=MAX_CAPACITY).contains(&capacity),
+        "ringshard::channel::mpsc::bounded: capacity must be 1..={MAX_CAPACITY}, not {capacity} \
+         (the ring is allocated up front; use unbounded beyond)"
     );
-    let chan = Arc::new(Chan::new(Bounded(ArrayQueue::new(capacity))));
+    let chan = Arc::new(Chan::new(Bounded(Ring::new(capacity))));
     (Sender { chan: chan.clone() }, Receiver { chan })
 }
 
@@ -91,38 +94,68 @@ pub fn unbounded<T>() -> (UnboundedSender<T>, UnboundedReceiver<T>) {
     )
 }
 
-/// The queue under a channel.
+/// The queue under a channel. `pop` and `park` are called only by the
+/// receiver.
 trait Queue {
     type Item;
-    fn push(&self, value: Self::Item) -> Result<(), Self::Item>;
+    /// Adds a value; says how to learn whether the receiver must be woken.
+    fn push(&self, value: Self::Item) -> Result<Wake, Self::Item>;
     fn pop(&self) -> Option<Self::Item>;
+    /// Marks the receiver as waiting for the next value, if the queue can
+    /// (false: a value arrived meanwhile).
+    fn park(&self) -> bool;
     fn len(&self) -> usize;
 }
 
-struct Bounded<T>(ArrayQueue<T>);
-struct Unbounded<T>(SegQueue<T>);
+/// What a push says about the receiver.
+enum Wake {
+    /// It was parked on the value just pushed: wake it.
+    Now,
+    /// It was not.
+    No,
+    /// The queue cannot tell: check `Chan::rx_parked`.
+    Check,
+}
+
+/// Bounded channels queue through a [`Ring`].
+struct Bounded<T>(Ring<T>);
 
 impl<T> Queue for Bounded<T> {
     type Item = T;
-    fn push(&self, value: T) -> Result<(), T> {
-        self.0.push(value)
+    fn push(&self, value: T) -> Result<Wake, T> {
+        match self.0.push(value) {
+            Ok(true) => Ok(Wake::Now),
+            Ok(false) => Ok(Wake::No),
+            Err(value) => Err(value),
+        }
     }
     fn pop(&self) -> Option<T> {
-        self.0.pop()
+        // SAFETY: only the channel's one receiver pops (`Chan::pop` is
+        // reached through `&mut Receiver` or its drop).
+        unsafe { self.0.pop() }
+    }
+    fn park(&self) -> bool {
+        // SAFETY: only the receiver parks (`Chan::poll_recv`).
+        unsafe { self.0.park() }
     }
     fn len(&self) -> usize {
         self.0.len()
     }
 }
 
+struct Unbounded<T>(SegQueue<T>);
+
 impl<T> Queue for Unbounded<T> {
     type Item = T;
-    fn push(&self, value: T) -> Result<(), T> {
+    fn push(&self, value: T) -> Result<Wake, T> {
         self.0.push(value);
-        Ok(())
+        Ok(Wake::Check)
     }
     fn pop(&self) -> Option<T> {
         self.0.pop()
+    }
+    fn park(&self) -> bool {
+        true
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -158,7 +191,8 @@ impl<Q: Queue> Chan<Q> {
         }
     }
 
-    /// After a push or the last sender's drop: wakes the receiver if parked.
+    /// After an unbounded push or the last sender's drop: wakes the receiver
+    /// if parked.
     fn wake_receiver(&self) {
         // Pairs with the fence in `poll_recv`.
         fence(Ordering::SeqCst);
@@ -172,7 +206,12 @@ impl<Q: Queue> Chan<Q> {
             return Err(TrySendError::Closed(value));
         }
         match self.queue.push(value) {
-            Ok(()) => {
+            Ok(Wake::Now) => {
+                self.rx_waker.wake();
+                Ok(())
+            }
+            Ok(Wake::No) => Ok(()),
+            Ok(Wake::Check) => {
                 self.wake_receiver();
                 Ok(())
             }
@@ -208,13 +247,23 @@ impl<Q: Queue> Chan<Q> {
         // Pairs with the fence in `wake_receiver`: either the sender sees
         // `rx_parked`, or we see its value (or its drop).
         fence(Ordering::SeqCst);
+        // A bounded queue marks the slot of the next value instead, so its
+        // senders need no fence.
+        let parked = self.queue.park();
         match self.try_recv() {
             Ok(value) => {
                 self.rx_parked.store(false, Ordering::Relaxed);
                 Poll::Ready(Some(value))
             }
             Err(TryRecvError::Disconnected) => Poll::Ready(None),
-            Err(TryRecvError::Empty) => Poll::Pending,
+            Err(TryRecvError::Empty) if parked => Poll::Pending,
+            // Published between our pop and our mark, yet not poppable: a
+            // value is never half there, so this cannot happen; poll again
+            // rather than sleep on it.
+            Err(TryRecvError::Empty) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
     }
 

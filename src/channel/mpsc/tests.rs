@@ -117,7 +117,7 @@ fn values_queued_at_receiver_drop_are_dropped_then() {
 }
 
 #[test]
-#[should_panic(expected = "capacity must be at least 1")]
+#[should_panic(expected = "capacity must be 1..=")]
 fn zero_capacity_is_refused() {
     let _ = bounded::<u8>(0);
 }
