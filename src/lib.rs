@@ -34,7 +34,9 @@ pub mod time;
 pub use channel::mpsc::{bounded, unbounded};
 pub use driver::{DriverKind, DriverType};
 pub use runtime::{Builder, Runtime, RuntimeStats, ShardStats};
-pub use task::{current_shard, spawn, spawn_on, yield_now, JoinError, JoinHandle, ShardId};
+pub use task::{
+    current_shard, spawn, spawn_on, spawn_stealable, yield_now, JoinError, JoinHandle, ShardId,
+};
 pub use time::{sleep, timeout};
 
 #[doc(hidden)]

@@ -1,5 +1,5 @@
 use std::io;
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
@@ -47,6 +47,7 @@ pub struct Builder {
     enable_parking: bool,
     park_timeout: Option<Duration>,
     spin_before_park: Duration,
+    work_stealing: bool,
 }
 
 impl Default for Builder {
@@ -63,6 +64,7 @@ impl Default for Builder {
             enable_parking: true,
             park_timeout: None,
             spin_before_park: DEFAULT_SPIN,
+            work_stealing: false,
         }
     }
 }
@@ -154,6 +156,18 @@ impl Builder {
     /// again. Default: no limit (it wakes for timers, I/O and remote wakes).
     pub fn park_timeout(mut self, timeout: Duration) -> Builder {
         self.park_timeout = Some(timeout);
+        self
+    }
+
+    /// Let idle shards steal tasks spawned with [`spawn_stealable`] from
+    /// busy ones (default false: every task stays on the shard that spawned
+    /// it, as with `spawn`). Each shard keeps its stealable tasks in a
+    /// `crossbeam-deque`; a shard with nothing to run steals a batch from
+    /// another before it parks, and spawning wakes a parked shard to steal.
+    ///
+    /// [`spawn_stealable`]: crate::spawn_stealable
+    pub fn work_stealing(mut self, enable: bool) -> Builder {
+        self.work_stealing = enable;
         self
     }
 
@@ -279,6 +293,7 @@ impl Builder {
             enable_parking: self.enable_parking,
             park_timeout: self.park_timeout,
             spin: self.spin_before_park,
+            work_stealing: self.work_stealing,
         }
     }
 
@@ -345,10 +360,7 @@ impl Builder {
             }
             return Err(error);
         }
-        let shared = Arc::new(RuntimeShared {
-            shards: all,
-            deadline: OnceLock::new(),
-        });
+        let shared = Arc::new(RuntimeShared::new(all));
         for worker in &mut workers {
             if let Some(start) = worker.start.take() {
                 let _ = start.send(shared.clone());

@@ -177,10 +177,11 @@ impl Runtime {
     }
 
     /// Shuts down gracefully: every shard cancels (drops) its tasks, cancels
-    /// and drains in-flight I/O, closes its driver. A task is reached through
-    /// the run queue, the inbox, the timer wheel or its pending I/O; one that
-    /// waits only on something else (say another shard's `JoinHandle`) is
-    /// not dropped yet: a registry of live tasks comes with the shard-model work. Returns once all shards
+    /// and drains in-flight I/O, closes its driver. Every live task is
+    /// reached, however it waits: each shard keeps a registry of its tasks
+    /// (and the runtime one of stealable tasks), and shutdown wakes them all
+    /// so their shard drops them. Their `JoinHandle`s then report
+    /// [`is_cancelled`](crate::JoinError::is_cancelled). Returns once all shards
     /// are done or `timeout` has passed, whichever comes first; a shard stuck
     /// in a task that never yields is left running detached. Dropping the
     /// runtime does the same with a 5 s timeout.

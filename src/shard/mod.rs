@@ -15,8 +15,10 @@
 //!    unpark. Exactly one driver call either way (none when there is no I/O
 //!    in flight and work to do).
 
+mod registry;
 mod shared;
 
+pub(crate) use registry::Registration;
 pub(crate) use shared::{Config, RuntimeShared, Shared};
 
 use std::cell::{Cell, RefCell};
@@ -30,6 +32,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use crossbeam_deque::{Steal, Worker};
+
+use self::registry::Registry;
 use crate::driver::{Driver, Ready};
 use crate::task::{Runnable, ShardId};
 use crate::time::wheel::{TimerKey, Wheel};
@@ -112,11 +117,15 @@ pub(crate) fn schedule(runnable: Runnable) {
     if !core.is_null() {
         // SAFETY: see `with_current`.
         let core = unsafe { &*core };
-        if ptr::eq(
-            Arc::as_ptr(&core.shared),
-            Arc::as_ptr(&runnable.metadata().owner),
-        ) {
-            core.run_queue.borrow_mut().push_back(runnable);
+        let owner = &runnable.metadata().owner;
+        if ptr::eq(Arc::as_ptr(&core.shared), Arc::as_ptr(owner)) {
+            core.push_local(runnable);
+            return;
+        }
+        // A stealable task may run on any shard of its runtime: it stays
+        // where it was woken.
+        if runnable.metadata().stealable && core.deque.is_some() && core.same_runtime(owner) {
+            core.push_local(runnable);
             return;
         }
     }
@@ -135,6 +144,7 @@ struct Counters {
     spawned: Cell<u64>,
     polls: Cell<u64>,
     remote_wakes: Cell<u64>,
+    steals: Cell<u64>,
     parks: Cell<u64>,
     timers_fired: Cell<u64>,
 }
@@ -153,6 +163,11 @@ pub(crate) struct Core {
     run_queue: RefCell<VecDeque<Runnable>>,
     wheel: RefCell<Wheel>,
     fired: RefCell<Vec<Waker>>,
+    /// Stealable tasks ready to run here, which idle shards may take
+    /// (work stealing only).
+    deque: Option<Worker<Runnable>>,
+    /// Every live shard-bound task of this shard, for shutdown.
+    registry: Registry,
     driver: RefCell<Driver>,
     ready: RefCell<Ready>,
     origin: Instant,
@@ -170,6 +185,12 @@ impl Core {
         config: Config,
     ) -> Core {
         let origin = Instant::now();
+        let deque = config.work_stealing.then(|| {
+            let deque = Worker::new_fifo();
+            // Set once: each shard makes one Core.
+            let _ = shared.stealer.set(deque.stealer());
+            deque
+        });
         Core {
             shared,
             runtime,
@@ -178,6 +199,8 @@ impl Core {
             config,
             wheel: RefCell::new(Wheel::new()),
             fired: RefCell::new(Vec::new()),
+            deque,
+            registry: Registry::default(),
             driver: RefCell::new(driver),
             ready: RefCell::new(Ready::default()),
             origin,
@@ -195,6 +218,73 @@ impl Core {
     pub(crate) fn spawn_local(&self, runnable: Runnable) {
         bump(&self.counters.spawned, 1);
         self.run_queue.borrow_mut().push_back(runnable);
+    }
+
+    /// Queues a stealable task spawned on this shard: in the deque other
+    /// shards steal from, waking one of them if it is parked.
+    pub(crate) fn spawn_stealable(&self, runnable: Runnable) {
+        bump(&self.counters.spawned, 1);
+        self.push_local(runnable);
+        if self.deque.is_some() {
+            let others = self.runtime.shards.iter();
+            if let Some(idle) = others
+                .filter(|shard| !Arc::ptr_eq(shard, &self.shared))
+                .find(|shard| shard.parked.load(Ordering::Relaxed))
+            {
+                idle.unpark_if_parked();
+            }
+        }
+    }
+
+    /// Queues a task woken or spawned on this thread.
+    fn push_local(&self, runnable: Runnable) {
+        match &self.deque {
+            Some(deque) if runnable.metadata().stealable => deque.push(runnable),
+            _ => self.run_queue.borrow_mut().push_back(runnable),
+        }
+    }
+
+    fn same_runtime(&self, shard: &Arc<Shared>) -> bool {
+        self.runtime
+            .shards
+            .get(shard.index)
+            .is_some_and(|ours| Arc::ptr_eq(ours, shard))
+    }
+
+    /// The next task to run: shard-bound ones first, then stealable ones.
+    fn next_task(&self) -> Option<Runnable> {
+        let local = self.run_queue.borrow_mut().pop_front();
+        local.or_else(|| self.deque.as_ref()?.pop())
+    }
+
+    fn has_tasks(&self) -> bool {
+        !self.run_queue.borrow().is_empty() || self.deque.as_ref().is_some_and(|d| !d.is_empty())
+    }
+
+    /// Takes a batch of stealable tasks from another shard; true if any.
+    fn steal(&self) -> bool {
+        let Some(deque) = &self.deque else {
+            return false;
+        };
+        let shards = &self.runtime.shards;
+        let start = self.shared.index + 1;
+        for offset in 0..shards.len() - 1 {
+            let victim = &shards[(start + offset) % shards.len()];
+            let Some(stealer) = victim.stealer.get() else {
+                continue;
+            };
+            loop {
+                match stealer.steal_batch(deque) {
+                    Steal::Success(()) => {
+                        bump(&self.counters.steals, deque.len() as u64);
+                        return true;
+                    }
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+        }
+        false
     }
 
     /// Counts a task that was built here on another shard's behalf (`spawn_on`).
@@ -236,13 +326,13 @@ impl Core {
         self.drain_inbox();
         self.fire_timers();
         for _ in 0..BUDGET {
-            let Some(runnable) = self.run_queue.borrow_mut().pop_front() else {
+            let Some(runnable) = self.next_task() else {
                 break;
             };
             bump(&self.counters.polls, 1);
             runnable.run();
         }
-        let runnable = !self.run_queue.borrow().is_empty() || woken();
+        let runnable = self.has_tasks() || woken() || self.steal();
         if runnable || !self.config.enable_parking {
             self.driver.borrow_mut().poll_nowait();
         } else {
@@ -255,7 +345,7 @@ impl Core {
     fn drain_inbox(&self) {
         let mut count = 0;
         while let Some(runnable) = self.shared.inbox.pop() {
-            self.run_queue.borrow_mut().push_back(runnable);
+            self.push_local(runnable);
             count += 1;
         }
         if count > 0 {
@@ -315,6 +405,11 @@ impl Core {
             return false;
         }
         self.driver.borrow_mut().poll_nowait();
+        // What that reaped must run before any parking.
+        self.dispatch_ready();
+        if self.has_tasks() || woken() {
+            return true;
+        }
         let limit = self
             .park_duration()
             .map_or(self.config.spin, |until| until.min(self.config.spin));
@@ -368,6 +463,7 @@ impl Core {
             .remote_wakes
             .store(c.remote_wakes.get(), Ordering::Relaxed);
         stats.parks.store(c.parks.get(), Ordering::Relaxed);
+        stats.steals.store(c.steals.get(), Ordering::Relaxed);
         stats
             .timers_fired
             .store(c.timers_fired.get(), Ordering::Relaxed);
@@ -453,6 +549,10 @@ impl Core {
     /// `deadline`. Tasks are dropped here, on their own thread.
     pub(crate) fn shutdown(&self, deadline: Instant) {
         let mut ready = Ready::default();
+        // Every live task, however it waits, is woken to be dropped below.
+        let mut registered = self.registry.wakers();
+        registered.extend(self.runtime.registry.wakers());
+        registered.into_iter().for_each(Waker::wake);
         loop {
             let mut progressed = false;
             while let Some(runnable) = self.pop_any() {
@@ -482,8 +582,7 @@ impl Core {
     }
 
     fn pop_any(&self) -> Option<Runnable> {
-        let local = self.run_queue.borrow_mut().pop_front();
-        local.or_else(|| self.shared.inbox.pop())
+        self.next_task().or_else(|| self.shared.inbox.pop())
     }
 }
 

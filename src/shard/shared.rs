@@ -4,9 +4,11 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crossbeam_deque::Stealer;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 
+use super::registry::SharedRegistry;
 use crate::driver::Unparker;
 use crate::runtime::ShardStats;
 use crate::task::Runnable;
@@ -19,6 +21,8 @@ pub(crate) struct Config {
     pub(crate) park_timeout: Option<Duration>,
     /// Spin before parking after cross-shard work (`Builder::spin_before_park`).
     pub(crate) spin: Duration,
+    /// `Builder::work_stealing`.
+    pub(crate) work_stealing: bool,
 }
 
 /// What every shard can see of the others.
@@ -26,6 +30,18 @@ pub(crate) struct RuntimeShared {
     pub(crate) shards: Vec<Arc<Shared>>,
     /// Set by `Runtime::shutdown`: when shards must be done draining.
     pub(crate) deadline: OnceLock<Instant>,
+    /// The live stealable tasks (shard-bound ones are in each `Core`).
+    pub(crate) registry: SharedRegistry,
+}
+
+impl RuntimeShared {
+    pub(crate) fn new(shards: Vec<Arc<Shared>>) -> RuntimeShared {
+        RuntimeShared {
+            shards,
+            deadline: OnceLock::new(),
+            registry: SharedRegistry::default(),
+        }
+    }
 }
 
 /// Counters of one shard. Written only by the shard (plain stores), read by
@@ -78,6 +94,9 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     pub(crate) shutdown: AtomicBool,
     unparker: Unparker,
+    /// The other end of the shard's deque of stealable tasks (work
+    /// stealing only), set once the shard's thread made the deque.
+    pub(crate) stealer: OnceLock<Stealer<Runnable>>,
     pub(crate) stats: CachePadded<AtomicStats>,
 }
 
@@ -90,6 +109,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             unparker,
+            stealer: OnceLock::new(),
             stats: CachePadded::new(AtomicStats::default()),
         }
     }

@@ -19,13 +19,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::shard::{self, Shared};
+use crate::shard::{self, Registration, Shared};
 
 /// What a task's header carries: the shard that owns (polls and drops) it,
 /// and the abort request its `JoinHandle` may set.
 pub(crate) struct TaskMeta {
     pub(crate) owner: Arc<Shared>,
     pub(crate) aborted: AtomicBool,
+    /// Spawned with `spawn_stealable`: `Send`, may run on any shard of the
+    /// owner's runtime.
+    pub(crate) stealable: bool,
 }
 
 pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
@@ -91,11 +94,55 @@ where
     F::Output: 'static,
 {
     shard::with_current(|core| {
-        let (runnable, handle) = create(core.shared.clone(), future);
+        let (runnable, handle) = create(core.shared.clone(), future, false);
         core.spawn_local(runnable);
         handle
     })
     .expect("ringshard::spawn called outside a ringshard runtime")
+}
+
+/// Spawns a `Send` future that idle shards may steal and run when the
+/// runtime was built with [`work_stealing(true)`]; without it, the same as
+/// [`spawn`]. For CPU-bound work: I/O objects are bound to their shard and
+/// are not `Send`, so they cannot be in a stealable task.
+///
+/// [`work_stealing(true)`]: crate::Builder::work_stealing
+///
+/// # Panics
+///
+/// When called outside a ringshard runtime.
+///
+/// ```
+/// let rt = ringshard::Runtime::builder()
+///     .worker_threads(2)
+///     .pin_threads(false)
+///     .work_stealing(true)
+///     .build()?;
+/// let sum: u64 = rt.block_on(async {
+///     let tasks: Vec<_> = (0..100u64)
+///         .map(|i| ringshard::spawn_stealable(async move { (0..1000).map(|x| x * i).sum::<u64>() }))
+///         .collect();
+///     let mut sum = 0;
+///     for task in tasks {
+///         sum += task.await.unwrap();
+///     }
+///     sum
+/// });
+/// assert_eq!(sum, 499_500 * 4950);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[track_caller]
+pub fn spawn_stealable<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    shard::with_current(|core| {
+        let (runnable, handle) = create(core.shared.clone(), future, true);
+        core.spawn_stealable(runnable);
+        handle
+    })
+    .expect("ringshard::spawn_stealable called outside a ringshard runtime")
 }
 
 /// Builds a future with `make` on shard `shard` and runs it there (seastar's
@@ -139,14 +186,16 @@ where
             shard::with_current(|core| core.count_spawn());
             make().await
         };
-        let (runnable, handle) = create(target.clone(), lazy);
+        let (runnable, handle) = create(target.clone(), lazy, false);
         target.push_remote(runnable);
         handle
     })
     .expect("ringshard::spawn_on called outside a ringshard runtime")
 }
 
-fn create<F>(owner: Arc<Shared>, future: F) -> (Runnable, JoinHandle<F::Output>)
+/// Makes a task owned by `owner`. A `stealable` one must be `Send` with a
+/// `Send` output (`spawn_stealable`'s bounds).
+fn create<F>(owner: Arc<Shared>, future: F, stealable: bool) -> (Runnable, JoinHandle<F::Output>)
 where
     F: Future + 'static,
     F::Output: 'static,
@@ -154,20 +203,23 @@ where
     let meta = TaskMeta {
         owner,
         aborted: AtomicBool::new(false),
+        stealable,
     };
     let builder = async_task::Builder::new().metadata(meta);
     // SAFETY: `spawn_unchecked` needs, for a future that is not `Send`, that
     // it is polled and dropped only on one thread: `shard::schedule` routes
-    // every wake to the owner's own queue, runnables are only run or dropped
-    // by the owner's thread, and a shard that has exited leaks (never drops)
-    // what still reaches it. The future and output are `'static`; the
+    // every wake of a shard-bound task to the owner's own queue, runnables
+    // are only run or dropped by the owner's thread, and a shard that has
+    // exited leaks (never drops) what still reaches it. Only stealable tasks,
+    // whose future and output are `Send`, move between threads. The future and output are `'static`; the
     // metadata pointer the wrapper keeps lives in the same allocation as the
     // wrapper and outlives it.
     let (runnable, task) = unsafe {
         builder.spawn_unchecked(
             move |meta: &TaskMeta| CatchUnwind {
                 future: Some(future),
-                aborted: &meta.aborted,
+                meta,
+                registration: Registration::Pending,
             },
             shard::schedule,
         )
@@ -181,8 +233,11 @@ where
 /// hands). Checks the abort flag before every poll.
 struct CatchUnwind<F> {
     future: Option<F>,
-    /// `TaskMeta::aborted` of this task, in the same allocation.
-    aborted: *const AtomicBool,
+    /// This task's metadata, in the same allocation.
+    meta: *const TaskMeta,
+    /// The task's entry in its shard's registry of live tasks, made at the
+    /// first poll and left when this wrapper is dropped.
+    registration: Registration,
 }
 
 /// Why a task's wrapper finished without an output.
@@ -199,9 +254,13 @@ impl<F: Future> Future for CatchUnwind<F> {
         // the Option, only polled in place and dropped in place.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: the metadata outlives the wrapper (see `create`).
-        if unsafe { &*this.aborted }.load(Ordering::Acquire) {
+        let meta = unsafe { &*this.meta };
+        if meta.aborted.load(Ordering::Acquire) {
             this.drop_future();
             return Poll::Ready(Err(Failure::Aborted));
+        }
+        if this.registration.is_pending() {
+            this.registration = Registration::register(cx.waker(), meta.stealable);
         }
         let slot = &mut this.future;
         let polled = catch_unwind(AssertUnwindSafe(|| {

@@ -98,7 +98,17 @@ pub fn assert_fds_return_to(baseline: usize) {
     while fd_count() > baseline && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(fd_count(), baseline, "fds leaked");
+    if fd_count() != baseline {
+        let open: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .map(|target| target.display().to_string())
+            .collect();
+        panic!(
+            "fds leaked: {} open, {baseline} before: {open:?}",
+            fd_count()
+        );
+    }
 }
 
 /// Raises the soft open-file limit to the hard limit, and checks at least
