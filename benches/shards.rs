@@ -35,6 +35,20 @@ fn tokio_rt() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// The receiving task of every throughput run (the channels' `recv` have
+/// the same shape in both runtimes but no common trait).
+macro_rules! sum_received {
+    ($rx:ident) => {
+        async move {
+            let mut sum = 0;
+            while let Some(v) = $rx.recv().await {
+                sum += v;
+            }
+            sum
+        }
+    };
+}
+
 /// ns per message, `MESSAGES` through a bounded channel, shard 1 → shard 0.
 fn throughput_ringshard(rt: &ringshard::Runtime, bounded: bool) -> f64 {
     rt.block_on(async move {
@@ -46,13 +60,7 @@ fn throughput_ringshard(rt: &ringshard::Runtime, bounded: bool) -> f64 {
                     tx.send(i).await.unwrap();
                 }
             });
-            ringshard::spawn(async move {
-                let mut sum = 0;
-                while let Some(v) = rx.recv().await {
-                    sum += v;
-                }
-                sum
-            })
+            ringshard::spawn(sum_received!(rx))
         } else {
             let (tx, mut rx) = ringshard::unbounded::<u64>();
             ringshard::spawn_on(ShardId::new(1), move || async move {
@@ -60,13 +68,7 @@ fn throughput_ringshard(rt: &ringshard::Runtime, bounded: bool) -> f64 {
                     tx.send(i).unwrap();
                 }
             });
-            ringshard::spawn(async move {
-                let mut sum = 0;
-                while let Some(v) = rx.recv().await {
-                    sum += v;
-                }
-                sum
-            })
+            ringshard::spawn(sum_received!(rx))
         };
         assert_eq!(receiver.await.unwrap(), MESSAGES * (MESSAGES - 1) / 2);
         start.elapsed().as_nanos() as f64 / MESSAGES as f64
@@ -83,13 +85,7 @@ fn throughput_tokio(rt: &tokio::runtime::Runtime, bounded: bool) -> f64 {
                     tx.send(i).await.unwrap();
                 }
             });
-            tokio::spawn(async move {
-                let mut sum = 0;
-                while let Some(v) = rx.recv().await {
-                    sum += v;
-                }
-                sum
-            })
+            tokio::spawn(sum_received!(rx))
         } else {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
             tokio::spawn(async move {
@@ -97,13 +93,7 @@ fn throughput_tokio(rt: &tokio::runtime::Runtime, bounded: bool) -> f64 {
                     tx.send(i).unwrap();
                 }
             });
-            tokio::spawn(async move {
-                let mut sum = 0;
-                while let Some(v) = rx.recv().await {
-                    sum += v;
-                }
-                sum
-            })
+            tokio::spawn(sum_received!(rx))
         };
         assert_eq!(receiver.await.unwrap(), MESSAGES * (MESSAGES - 1) / 2);
         start.elapsed().as_nanos() as f64 / MESSAGES as f64
