@@ -76,6 +76,126 @@ fn receiver_parked_on_shard_1_uses_no_cpu_while_nothing_is_sent() {
     });
 }
 
+/// A bounded receiver on a shard that spins is watched (its shard reads
+/// the slot, the sender wakes no one); once the shard stops spinning and
+/// parks, the sender must wake it again, from a shard or a plain thread.
+#[test]
+fn watched_bounded_receiver_is_woken_however_its_shard_waits() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        let (tx, mut rx) = ringshard::bounded::<u64>(1);
+        let (back_tx, mut back_rx) = ringshard::bounded::<u64>(1);
+        let echo = spawn_on_rt(&rt, move || async move {
+            let mut idle_cpu = Vec::new();
+            loop {
+                let cpu = thread_cpu_time();
+                let got = ringshard::time::timeout(Duration::from_secs(5), rx.recv()).await;
+                idle_cpu.push(thread_cpu_time() - cpu);
+                match got.expect("a value sent to a watched receiver never woke it") {
+                    Some(v) => back_tx.send(v + 1).await.unwrap(),
+                    None => return idle_cpu,
+                }
+            }
+        });
+        rt.block_on(async {
+            // Round trips while both shards spin: the watched path.
+            for i in 0..20_000 {
+                tx.send(i).await.unwrap();
+                assert_eq!(back_rx.recv().await, Some(i + 1));
+            }
+            // Shard 1 stops spinning and parks; the send must wake it.
+            sleep(Duration::from_millis(100)).await;
+            tx.send(7).await.unwrap();
+            assert_eq!(back_rx.recv().await, Some(8));
+        });
+        // And from a plain thread, after shard 1 parked again.
+        std::thread::sleep(Duration::from_millis(100));
+        tx.blocking_send(9).unwrap();
+        assert_eq!(back_rx.blocking_recv(), Some(10));
+        drop(tx);
+        let idle_cpu = rt.block_on(echo).unwrap();
+        // The waits of 100 ms: shard 1 spun at most briefly, then parked.
+        let long_waits = &idle_cpu[20_000..20_002];
+        assert!(
+            long_waits
+                .iter()
+                .all(|cpu| *cpu < Duration::from_millis(10)),
+            "shard 1 kept spinning on a watched receiver: {long_waits:?}"
+        );
+    });
+}
+
+/// A receiver watched on shard 1 (its `recv` timed out there) and then
+/// moved to shard 0 must be woken on shard 0.
+#[test]
+fn receiver_moved_off_the_shard_that_watched_it_still_gets_its_values() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        let (tx, rx) = ringshard::bounded::<u32>(4);
+        let watched = spawn_on_rt(&rt, move || async move {
+            let mut rx = rx;
+            // A task that keeps shard 1 busy, so it never parks (which
+            // would settle the watch) while the receiver is watched.
+            let busy = spawn(async {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_millis(60) {
+                    ringshard::task::yield_now().await;
+                }
+            });
+            // Watched, then given up on without a value.
+            let timed_out = ringshard::time::timeout(Duration::from_millis(20), rx.recv()).await;
+            assert!(timed_out.is_err());
+            (rx, busy)
+        });
+        let got = rt.block_on(async move {
+            let (mut rx, busy) = watched.await.unwrap();
+            let (ack_tx, mut ack_rx) = ringshard::bounded::<()>(1);
+            // Each value waits for its ack, so no sender drop (which wakes
+            // the receiver anyway) can hide a lost wake.
+            let sender = spawn_on(ShardId::new(1), move || async move {
+                sleep(Duration::from_millis(30)).await;
+                for i in 0..3 {
+                    tx.send(i).await.unwrap();
+                    ack_rx.recv().await.unwrap();
+                }
+            });
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let start = Instant::now();
+                let v = ringshard::time::timeout(Duration::from_secs(2), rx.recv()).await;
+                // (A timed-out `recv` is polled once more and may find the
+                // value: the time tells a lost wake.)
+                let waited = start.elapsed();
+                assert!(
+                    waited < Duration::from_secs(1),
+                    "the moved receiver was not woken: {waited:?}"
+                );
+                got.push(v.unwrap().unwrap());
+                ack_tx.send(()).await.unwrap();
+            }
+            sender.await.unwrap();
+            busy.await.unwrap();
+            got
+        });
+        assert_eq!(got, [0, 1, 2]);
+    });
+}
+
+/// `spawn_on` from outside the runtime: through a `block_on` that returns
+/// the handle at once.
+fn spawn_on_rt<F, Fut>(rt: &ringshard::Runtime, make: F) -> ringshard::task::JoinHandle<Fut::Output>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    #[allow(
+        clippy::async_yields_async,
+        reason = "the handle is returned, to be awaited later"
+    )]
+    rt.block_on(async move { spawn_on(ShardId::new(1), make) })
+}
+
 #[test]
 fn four_plain_threads_send_into_one_receiver_on_a_shard_nothing_lost() {
     each_driver(|builder| {

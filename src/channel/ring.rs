@@ -19,7 +19,13 @@
 //! A consumer that finds the ring empty swaps `PARKED` into the `seq` of
 //! the slot it waits on; the producer publishing that slot swaps `PARKED`
 //! out and so learns it must wake the consumer: one locked op per value,
-//! and no fence.
+//! and no fence. A consumer on a shard that spins may put `WATCHED` there
+//! instead and have its shard read the slot (`shard::Beacon`): the producer
+//! then wakes no one, and the slot is the only line that crosses.
+//!
+//! The slots live in their own allocation ([`SlotMemory`]), which a
+//! watching shard keeps alive without keeping any value: a shard may still
+//! hold a beacon after the channel and every value in it are gone.
 //!
 //! # Slot states
 //!
@@ -27,29 +33,76 @@
 //! - *free*: `seq <= n` and `received > n - size`: the consumer is done
 //!   with the previous value; only the producer that claimed `n` touches
 //!   `value`.
-//! - *waited on*: free, with `seq == PARKED`: the consumer waits for `n`.
+//! - *waited on*: free, with `seq == PARKED` (the producer wakes the
+//!   consumer) or `seq == WATCHED` (its shard watches the slot).
 //! - *full*: `seq == n + 1`: `value` holds number `n`; only the consumer
 //!   touches it, until it advances `received` past `n`.
 
+use std::alloc::{self, Layout};
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-/// A slot's `seq` while the consumer waits for its value.
+use crate::shard::Beacon;
+
+/// A slot's `seq` while the consumer waits for its value, to be woken.
 const PARKED: usize = usize::MAX;
+
+/// A slot's `seq` while the consumer waits for its value and its shard
+/// reads the slot.
+const WATCHED: usize = usize::MAX - 1;
+
+/// The alignment (and size granule) of the slots' allocation: two cache
+/// lines, which adjacent-line prefetchers move together.
+const LINE: usize = 128;
 
 /// The largest capacity: the ring is allocated up front.
 pub(crate) const MAX_CAPACITY: usize = 1 << 24;
 
+/// How a consumer waits for the next value.
+pub(crate) enum Wait {
+    /// The producer will report it parked.
+    Parked,
+    /// The producer will only publish; the beacon tells when.
+    Watched(Beacon),
+    /// The value is already there.
+    Arrived,
+}
+
 pub(crate) struct Ring<T> {
-    slots: Box<[Slot<T>]>,
+    /// `size` slots, in `memory`.
+    slots: NonNull<Slot<T>>,
+    /// Padded: a watching shard clones and drops this `Arc`, and its
+    /// counts must not share a line with anything a producer touches.
+    memory: Arc<CachePadded<SlotMemory>>,
     mask: usize,
     capacity: usize,
     producers: CachePadded<Producers>,
     /// Values the consumer took, ever. Written only by the consumer.
     received: CachePadded<AtomicUsize>,
+}
+
+/// The slots' allocation, apart from their type: it holds no value the
+/// ring has not already dropped or handed out, so freeing it drops nothing.
+struct SlotMemory {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: plain memory; the ring decides who touches what inside it.
+unsafe impl Send for SlotMemory {}
+// SAFETY: as above.
+unsafe impl Sync for SlotMemory {}
+
+impl Drop for SlotMemory {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `Ring::new` with this layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
 }
 
 struct Producers {
@@ -77,14 +130,30 @@ impl<T> Ring<T> {
     pub(crate) fn new(capacity: usize) -> Ring<T> {
         assert!((1..=MAX_CAPACITY).contains(&capacity));
         let size = capacity.next_power_of_two();
-        let slots = (0..size)
-            .map(|_| Slot {
-                seq: AtomicUsize::new(0),
-                value: UnsafeCell::new(MaybeUninit::uninit()),
-            })
-            .collect();
+        // A slot holds at least its `seq`: the layout is never zero-sized.
+        // The slots get lines of their own: a small ring must not share a
+        // line with whatever the allocator puts next to it (the ring of
+        // the reverse direction, say).
+        let layout = Layout::array::<Slot<T>>(size)
+            .and_then(|layout| layout.align_to(LINE))
+            .expect("ring size overflows")
+            .pad_to_align();
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = NonNull::new(unsafe { alloc::alloc(layout) })
+            .unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        let slots = ptr.cast::<Slot<T>>();
+        for index in 0..size {
+            // SAFETY: `index < size` slots fit in the allocation.
+            unsafe {
+                slots.add(index).write(Slot {
+                    seq: AtomicUsize::new(0),
+                    value: UnsafeCell::new(MaybeUninit::uninit()),
+                });
+            }
+        }
         Ring {
             slots,
+            memory: Arc::new(CachePadded::new(SlotMemory { ptr, layout })),
             mask: size - 1,
             capacity,
             producers: CachePadded::new(Producers {
@@ -93,6 +162,13 @@ impl<T> Ring<T> {
             }),
             received: CachePadded::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The slot number `n` maps to.
+    fn slot(&self, n: usize) -> &Slot<T> {
+        // SAFETY: `n & mask < size`, and the slots were written in `new`
+        // and live as long as `memory`, which `self` holds.
+        unsafe { self.slots.add(n & self.mask).as_ref() }
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -134,7 +210,7 @@ impl<T> Ring<T> {
                 Err(now) => sent = now,
             }
         }
-        let slot = &self.slots[sent & self.mask];
+        let slot = self.slot(sent);
         // SAFETY: we claimed number `sent`, and `sent - received < capacity
         // <= size` (read with Acquire from the consumer's Release, directly
         // or through `seen`): the consumer is done with the slot's previous
@@ -147,24 +223,69 @@ impl<T> Ring<T> {
         Ok(before == PARKED)
     }
 
-    /// Marks the slot of the next value as waited on, so its producer
-    /// reports `true` from `push`. False if the value is already there.
+    /// Marks the slot of the next value as waited on: watched by the
+    /// current shard if `watch`, otherwise parked (so its producer reports
+    /// `true` from `push`). A consumer that waits again after being
+    /// watched is parked from then on: its shard's beacon sees the change
+    /// and lets go.
     ///
     /// # Safety
     ///
     /// - Only the consumer calls this, never at the same time as `pop`.
-    pub(crate) unsafe fn park(&self) -> bool {
+    pub(crate) unsafe fn park(&self, watch: bool) -> Wait {
         let received = self.received.load(Ordering::Relaxed);
-        let slot = &self.slots[received & self.mask];
-        // The slot's previous number's seq, or 0 on the first lap.
-        let empty = (received + 1).saturating_sub(self.slots.len());
-        match slot
+        let slot = self.slot(received);
+        let empty = self.empty_seq(received);
+        let mark = if watch { WATCHED } else { PARKED };
+        let seen = match slot
             .seq
-            .compare_exchange(empty, PARKED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(empty, mark, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => true,
-            Err(seq) => seq == PARKED,
+            Ok(_) if watch => {
+                // SAFETY: `seq` lies in `memory` and is only accessed
+                // atomically.
+                let beacon =
+                    unsafe { Beacon::new(self.memory.clone(), &slot.seq, WATCHED, PARKED) };
+                return Wait::Watched(beacon);
+            }
+            Ok(_) => return Wait::Parked,
+            Err(seen) => seen,
+        };
+        match seen {
+            PARKED => Wait::Parked,
+            WATCHED => match slot.seq.compare_exchange(
+                WATCHED,
+                PARKED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => Wait::Parked,
+                Err(_) => Wait::Arrived,
+            },
+            _ => Wait::Arrived,
         }
+    }
+
+    /// Stops any shard watching the next slot (the consumer is going
+    /// away): its beacon sees the change and lets go.
+    ///
+    /// # Safety
+    ///
+    /// - Only the consumer calls this, never at the same time as `pop`.
+    pub(crate) unsafe fn unwatch(&self) {
+        let received = self.received.load(Ordering::Relaxed);
+        let _ = self.slot(received).seq.compare_exchange(
+            WATCHED,
+            PARKED,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The `seq` of a free slot about to hold number `n`: its previous
+    /// number's, or 0 on the first lap.
+    fn empty_seq(&self, n: usize) -> usize {
+        (n + 1).saturating_sub(self.mask + 1)
     }
 
     /// Takes the next value. Only the consumer may call this (`&mut`-like;
@@ -175,7 +296,7 @@ impl<T> Ring<T> {
     /// - No other thread calls `pop` at the same time.
     pub(crate) unsafe fn pop(&self) -> Option<T> {
         let received = self.received.load(Ordering::Relaxed);
-        let slot = &self.slots[received & self.mask];
+        let slot = self.slot(received);
         if slot.seq.load(Ordering::Acquire) != received + 1 {
             return None;
         }
@@ -221,15 +342,92 @@ mod tests {
         for lap in 0..5 {
             // SAFETY: this thread is the only consumer.
             unsafe {
-                assert!(ring.park(), "lap {lap}: nothing to take, parks");
-                assert!(ring.park(), "parking twice stays parked");
+                assert!(matches!(ring.park(false), Wait::Parked), "lap {lap}: parks");
+                assert!(
+                    matches!(ring.park(false), Wait::Parked),
+                    "twice stays parked"
+                );
                 assert_eq!(ring.push(lap), Ok(true));
                 assert_eq!(ring.push(lap + 100), Ok(false));
-                assert!(!ring.park(), "a value is there");
+                assert!(
+                    matches!(ring.park(false), Wait::Arrived),
+                    "a value is there"
+                );
                 assert_eq!(ring.pop(), Some(lap));
                 assert_eq!(ring.pop(), Some(lap + 100));
             }
         }
+    }
+
+    #[test]
+    fn a_watched_slot_wakes_no_one_and_its_beacon_sees_the_value() {
+        let ring = Ring::new(1);
+        for lap in 0..5 {
+            // SAFETY: this thread is the only consumer.
+            unsafe {
+                let Wait::Watched(beacon) = ring.park(true) else {
+                    panic!("lap {lap}: an empty ring is watched");
+                };
+                assert!(beacon.still_watching());
+                assert_eq!(ring.push(lap), Ok(false), "the producer wakes no one");
+                assert!(!beacon.still_watching(), "the beacon sees the value");
+                assert!(!beacon.settle(), "settling finds the value");
+                assert_eq!(ring.pop(), Some(lap));
+            }
+        }
+    }
+
+    #[test]
+    fn a_settled_or_rewaited_watch_is_parked_again() {
+        let ring = Ring::new(2);
+        // SAFETY: this thread is the only consumer.
+        unsafe {
+            let Wait::Watched(beacon) = ring.park(true) else {
+                panic!("an empty ring is watched");
+            };
+            assert!(
+                beacon.settle(),
+                "nothing arrived: the wake goes back to the producer"
+            );
+            assert_eq!(ring.push(1), Ok(true), "the producer wakes the consumer");
+            assert_eq!(ring.pop(), Some(1));
+
+            let Wait::Watched(beacon) = ring.park(true) else {
+                panic!("an empty ring is watched");
+            };
+            // Polled again before anything came: parked from then on, and
+            // the shard's beacon lets go.
+            assert!(matches!(ring.park(true), Wait::Parked));
+            assert!(!beacon.still_watching());
+            assert_eq!(ring.push(2), Ok(true));
+            assert_eq!(ring.pop(), Some(2));
+
+            let Wait::Watched(beacon) = ring.park(true) else {
+                panic!("an empty ring is watched");
+            };
+            ring.unwatch();
+            assert!(!beacon.still_watching(), "a consumer going away lets go");
+        }
+    }
+
+    #[test]
+    fn a_beacon_outlives_the_ring_and_its_values() {
+        let token = Arc::new(());
+        let ring = Ring::new(4);
+        ring.push(token.clone()).unwrap();
+        // SAFETY: this thread is the only consumer.
+        let beacon = unsafe {
+            assert!(ring.pop().is_some());
+            let Wait::Watched(beacon) = ring.park(true) else {
+                panic!("an empty ring is watched");
+            };
+            beacon
+        };
+        ring.push(token.clone()).unwrap();
+        drop(ring);
+        assert_eq!(Arc::strong_count(&token), 1, "the ring dropped its value");
+        // The slot's memory is still there to read.
+        assert!(!beacon.still_watching());
     }
 
     #[test]

@@ -17,9 +17,11 @@
 
 mod registry;
 mod shared;
+mod watch;
 
 pub(crate) use registry::Registration;
 pub(crate) use shared::{Config, RuntimeShared, Shared};
+pub(crate) use watch::Beacon;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::{Steal, Worker};
 
 use self::registry::Registry;
+use self::watch::Watches;
 use crate::driver::{Driver, Ready};
 use crate::task::{Runnable, ShardId};
 use crate::time::wheel::{TimerKey, Wheel};
@@ -83,6 +86,29 @@ pub(crate) fn with_driver_of<R>(uid: u64, f: impl FnOnce(&mut Driver) -> R) -> O
 /// is the only work of this turn.
 pub(crate) fn nothing_else_ready() -> bool {
     with_current(|core| core.run_queue.borrow().is_empty()).unwrap_or(false)
+}
+
+/// Whether a task polled now may wait through a [`Beacon`]: this thread
+/// runs a shard that spins before parking and has room for one more.
+pub(crate) fn can_watch() -> bool {
+    with_current(|core| !core.config.spin.is_zero() && core.watches.borrow().has_room())
+        .unwrap_or(false)
+}
+
+/// Makes the current shard watch `beacon` and wake `waker` when its word
+/// changes. Call only after [`can_watch`] said yes in the same poll; off a
+/// shard, `waker` is woken at once (the task polls again and parks the
+/// usual way).
+pub(crate) fn watch(beacon: Beacon, waker: Waker) {
+    let mut pair = Some((beacon, waker));
+    with_current(|core| {
+        if let Some((beacon, waker)) = pair.take() {
+            core.watches.borrow_mut().push(beacon, waker);
+        }
+    });
+    if let Some((_, waker)) = pair {
+        waker.wake();
+    }
 }
 
 /// Whether this thread is running a shard.
@@ -168,6 +194,9 @@ pub(crate) struct Core {
     deque: Option<Worker<Runnable>>,
     /// Every live shard-bound task of this shard, for shutdown.
     registry: Registry,
+    /// Words this shard reads for tasks waiting on another shard (see
+    /// `watch.rs`).
+    watches: RefCell<Watches>,
     driver: RefCell<Driver>,
     ready: RefCell<Ready>,
     origin: Instant,
@@ -201,6 +230,7 @@ impl Core {
             fired: RefCell::new(Vec::new()),
             deque,
             registry: Registry::default(),
+            watches: RefCell::new(Watches::default()),
             driver: RefCell::new(driver),
             ready: RefCell::new(Ready::default()),
             origin,
@@ -254,7 +284,11 @@ impl Core {
     /// The next task to run: shard-bound ones first, then stealable ones.
     fn next_task(&self) -> Option<Runnable> {
         let local = self.run_queue.borrow_mut().pop_front();
-        local.or_else(|| self.deque.as_ref()?.pop())
+        local
+            .or_else(|| self.deque.as_ref()?.pop())
+            // A task of this turn may have sent what a watched task waits
+            // for: run it in this turn too.
+            .or_else(|| self.check_watches().then(|| self.next_task())?)
     }
 
     fn has_tasks(&self) -> bool {
@@ -324,6 +358,7 @@ impl Core {
     /// caller's root future wants polling (it counts as runnable work).
     fn turn(&self, woken: impl Fn() -> bool) {
         self.drain_inbox();
+        self.check_watches();
         self.fire_timers();
         for _ in 0..BUDGET {
             let Some(runnable) = self.next_task() else {
@@ -354,7 +389,42 @@ impl Core {
         }
     }
 
+    /// Wakes the tasks whose watched word changed; true if any.
+    fn check_watches(&self) -> bool {
+        let mut count = 0;
+        loop {
+            // The waker runs outside the borrow: it may poll nothing, but
+            // it schedules, and a custom waker may do anything.
+            let changed = self.watches.borrow_mut().take_changed();
+            let Some(waker) = changed else { break };
+            waker.wake();
+            count += 1;
+        }
+        if count > 0 {
+            self.remote_recent.set(true);
+            bump(&self.counters.remote_wakes, count);
+        }
+        count > 0
+    }
+
+    /// Settles every watched word before parking; true if a task was woken
+    /// (its word had changed) and the shard must not park.
+    fn settle_watches(&self) -> bool {
+        if self.watches.borrow().is_empty() {
+            return false;
+        }
+        let wakers = self.watches.borrow_mut().settle_all();
+        let woke = !wakers.is_empty();
+        wakers.into_iter().for_each(Waker::wake);
+        woke
+    }
+
     fn fire_timers(&self) {
+        // No clock read when there is no timer: `now` may then lag, which
+        // only makes `poll_sleep` register a timer that fires next turn.
+        if self.wheel.borrow().is_empty() {
+            return;
+        }
         let now = Instant::now();
         self.now.set(now);
         let mut fired = self.fired.borrow_mut();
@@ -375,7 +445,7 @@ impl Core {
     /// Parks in the driver until the next timer deadline (capped by
     /// `park_timeout`) unless work arrived since the turn began.
     fn park(&self, woken: &impl Fn() -> bool) {
-        if self.spin(woken) {
+        if self.spin(woken) || self.settle_watches() {
             return;
         }
         let timeout = self.park_duration();
@@ -418,6 +488,9 @@ impl Core {
             for _ in 0..SPIN_CHECKS {
                 if !self.shared.inbox.is_empty() || woken() {
                     self.remote_recent.set(true);
+                    return true;
+                }
+                if self.check_watches() {
                     return true;
                 }
                 std::hint::spin_loop();
@@ -549,6 +622,10 @@ impl Core {
     /// `deadline`. Tasks are dropped here, on their own thread.
     pub(crate) fn shutdown(&self, deadline: Instant) {
         let mut ready = Ready::default();
+        // Watched words are dropped with their wakers: every task is
+        // dropped below anyway.
+        let watches = self.watches.borrow_mut().clear();
+        drop(watches);
         // Every live task, however it waits, is woken to be dropped below.
         let mut registered = self.registry.wakers();
         registered.extend(self.runtime.registry.wakers());

@@ -82,6 +82,10 @@ impl Wheel {
         self.len
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Registers `waker` to fire at `deadline`. A deadline at or before
     /// `elapsed` is moved to the next tick; one beyond the horizon is clamped.
     pub(crate) fn insert(&mut self, deadline: u64, waker: Waker) -> TimerKey {

@@ -34,9 +34,10 @@ use atomic_waker::AtomicWaker;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 
-use super::ring::{Ring, MAX_CAPACITY};
+use super::ring::{Ring, Wait, MAX_CAPACITY};
 use super::thread;
 use super::waiters::Waiters;
+use crate::shard;
 
 /// A channel holding at most `capacity` values: [`Sender::send`] waits while
 /// it is full.
@@ -101,9 +102,11 @@ trait Queue {
     /// Adds a value; says how to learn whether the receiver must be woken.
     fn push(&self, value: Self::Item) -> Result<Wake, Self::Item>;
     fn pop(&self) -> Option<Self::Item>;
-    /// Marks the receiver as waiting for the next value, if the queue can
-    /// (false: a value arrived meanwhile).
-    fn park(&self) -> bool;
+    /// Marks the receiver as waiting for the next value, if the queue can;
+    /// watched by the current shard if `watch` and the queue can.
+    fn park(&self, watch: bool) -> Wait;
+    /// The receiver is going away: no shard may keep watching for it.
+    fn unwatch(&self) {}
     fn len(&self) -> usize;
 }
 
@@ -134,9 +137,13 @@ impl<T> Queue for Bounded<T> {
         // reached through `&mut Receiver` or its drop).
         unsafe { self.0.pop() }
     }
-    fn park(&self) -> bool {
+    fn park(&self, watch: bool) -> Wait {
         // SAFETY: only the receiver parks (`Chan::poll_recv`).
-        unsafe { self.0.park() }
+        unsafe { self.0.park(watch) }
+    }
+    fn unwatch(&self) {
+        // SAFETY: only the receiver calls this, from its drop.
+        unsafe { self.0.unwatch() }
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -154,8 +161,8 @@ impl<T> Queue for Unbounded<T> {
     fn pop(&self) -> Option<T> {
         self.0.pop()
     }
-    fn park(&self) -> bool {
-        true
+    fn park(&self, _watch: bool) -> Wait {
+        Wait::Parked
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -174,7 +181,9 @@ struct Chan<Q> {
     /// re-checks the queue; a sender wakes it only when this is set, so a
     /// busy receiver costs senders one read.
     rx_parked: CachePadded<AtomicBool>,
-    rx_waker: AtomicWaker,
+    /// On its own line: the receiver writes it each time it waits, and a
+    /// sender reads the line next to it on every send.
+    rx_waker: CachePadded<AtomicWaker>,
     /// Senders waiting for room (bounded channels only).
     send_waiters: Waiters,
 }
@@ -186,7 +195,7 @@ impl<Q: Queue> Chan<Q> {
             senders: AtomicUsize::new(1),
             closed: AtomicBool::new(false),
             rx_parked: CachePadded::new(AtomicBool::new(false)),
-            rx_waker: AtomicWaker::new(),
+            rx_waker: CachePadded::new(AtomicWaker::new()),
             send_waiters: Waiters::default(),
         }
     }
@@ -248,20 +257,24 @@ impl<Q: Queue> Chan<Q> {
         // `rx_parked`, or we see its value (or its drop).
         fence(Ordering::SeqCst);
         // A bounded queue marks the slot of the next value instead, so its
-        // senders need no fence.
-        let parked = self.queue.park();
+        // senders need no fence; on a spinning shard, the shard watches
+        // that slot and its senders wake no one.
+        let wait = self.queue.park(shard::can_watch());
         match self.try_recv() {
             Ok(value) => {
                 self.rx_parked.store(false, Ordering::Relaxed);
                 Poll::Ready(Some(value))
             }
             Err(TryRecvError::Disconnected) => Poll::Ready(None),
-            Err(TryRecvError::Empty) if parked => Poll::Pending,
-            // Published between our pop and our mark, yet not poppable: a
-            // value is never half there, so this cannot happen; poll again
-            // rather than sleep on it.
             Err(TryRecvError::Empty) => {
-                cx.waker().wake_by_ref();
+                match wait {
+                    Wait::Parked => {}
+                    Wait::Watched(beacon) => shard::watch(beacon, cx.waker().clone()),
+                    // Published between our pop and our mark, yet not
+                    // poppable: a value is never half there, so this cannot
+                    // happen; poll again rather than sleep on it.
+                    Wait::Arrived => cx.waker().wake_by_ref(),
+                }
                 Poll::Pending
             }
         }
@@ -514,6 +527,7 @@ macro_rules! receiver {
         impl<T> Drop for $name<T> {
             fn drop(&mut self) {
                 self.chan.close();
+                self.chan.queue.unwatch();
                 // Values still queued are dropped now, not when the last
                 // sender goes.
                 while self.chan.queue.pop().is_some() {}
