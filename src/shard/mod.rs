@@ -283,12 +283,13 @@ impl Core {
 
     /// The next task to run: shard-bound ones first, then stealable ones.
     fn next_task(&self) -> Option<Runnable> {
-        let local = self.run_queue.borrow_mut().pop_front();
-        local
-            .or_else(|| self.deque.as_ref()?.pop())
-            // A task of this turn may have sent what a watched task waits
-            // for: run it in this turn too.
-            .or_else(|| self.check_watches().then(|| self.next_task())?)
+        let pop = || {
+            let local = self.run_queue.borrow_mut().pop_front();
+            local.or_else(|| self.deque.as_ref()?.pop())
+        };
+        // Once both are dry: a task of this turn may have sent what a
+        // watched task waits for, which then runs in this turn too.
+        pop().or_else(|| self.check_watches().then(pop)?)
     }
 
     fn has_tasks(&self) -> bool {

@@ -36,10 +36,6 @@ pub(crate) struct Beacon {
     parked: usize,
 }
 
-// SAFETY: `word` points into `_memory`, which is `Send + Sync` and lives as
-// long as the beacon; the word is only accessed atomically.
-unsafe impl Send for Beacon {}
-
 impl Beacon {
     /// # Safety
     ///
