@@ -13,6 +13,12 @@
 //! - `msg_ring batched`: the MSG_RING goes out in the same enter that
 //!   waits, as it could when the waking shard is about to park.
 //!
+//! Then the same inside the runtime: a ping-pong between two ringshard
+//! shards that never spin (`spin_before_park(0)`), so every hop wakes a
+//! parked shard, with the message wake on (the default) and off
+//! (`RINGSHARD_URING_TUNE=msg_ring=0`), beside tokio's current_thread
+//! runtimes on two pinned threads, which park the same way.
+//!
 //! `taskset -c 0,1 cargo bench --bench unpark [-- --rounds N]`.
 
 #[cfg(target_os = "linux")]
@@ -196,10 +202,121 @@ mod linux {
             let value = median(values);
             println!("{name:<18} {value:>9.1} ns   /eventfd {:.3}", value / base);
         }
+        runtime::main(rounds);
     }
 
     fn median(mut values: Vec<f64>) -> f64 {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
+    }
+
+    /// The parked ping-pong inside the runtimes.
+    mod runtime {
+        use std::time::{Duration, Instant};
+
+        use ringshard::ShardId;
+
+        const PINGS: u64 = 20_000;
+
+        /// A two-shard runtime that parks as soon as it is idle; `tune` is
+        /// `RINGSHARD_URING_TUNE` while its rings are made.
+        fn ringshard_rt(tune: &str) -> ringshard::Runtime {
+            std::env::set_var("RINGSHARD_URING_TUNE", tune);
+            let rt = ringshard::Runtime::builder()
+                .worker_threads(2)
+                .pin_threads(true)
+                .spin_before_park(Duration::ZERO)
+                .build()
+                .expect("ringshard runtime");
+            std::env::remove_var("RINGSHARD_URING_TUNE");
+            rt
+        }
+
+        /// ns per round trip, shard 0 -> shard 1 -> shard 0.
+        fn ping_pong(rt: &ringshard::Runtime) -> f64 {
+            rt.block_on(async {
+                let (ping_tx, mut ping_rx) = ringshard::bounded::<u64>(1);
+                let (pong_tx, mut pong_rx) = ringshard::bounded::<u64>(1);
+                ringshard::spawn_on(ShardId::new(1), move || async move {
+                    while let Some(v) = ping_rx.recv().await {
+                        pong_tx.send(v + 1).await.unwrap();
+                    }
+                });
+                let pinger = ringshard::spawn(async move {
+                    let start = Instant::now();
+                    for i in 0..PINGS {
+                        ping_tx.send(i).await.unwrap();
+                        assert_eq!(pong_rx.recv().await, Some(i + 1));
+                    }
+                    start.elapsed()
+                });
+                pinger.await.unwrap().as_nanos() as f64 / PINGS as f64
+            })
+        }
+
+        /// The same between two current_thread tokio runtimes on pinned threads.
+        fn ping_pong_tokio() -> f64 {
+            let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<u64>(1);
+            let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<u64>(1);
+            let pinned = |cpu: usize| {
+                move |future: std::pin::Pin<Box<dyn std::future::Future<Output = f64> + Send>>| {
+                    std::thread::spawn(move || {
+                        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                        tokio::runtime::Builder::new_current_thread()
+                            .build()
+                            .expect("tokio runtime")
+                            .block_on(future)
+                    })
+                }
+            };
+            let echo = pinned(1)(Box::pin(async move {
+                while let Some(v) = ping_rx.recv().await {
+                    pong_tx.send(v + 1).await.unwrap();
+                }
+                0.0
+            }));
+            let pinger = pinned(0)(Box::pin(async move {
+                let start = Instant::now();
+                for i in 0..PINGS {
+                    ping_tx.send(i).await.unwrap();
+                    assert_eq!(pong_rx.recv().await, Some(i + 1));
+                }
+                start.elapsed().as_nanos() as f64 / PINGS as f64
+            }));
+            let rtt = pinger.join().expect("pinger");
+            echo.join().expect("echo");
+            rtt
+        }
+
+        pub fn main(rounds: usize) {
+            let with_msg = ringshard_rt("");
+            let without = ringshard_rt("msg_ring=0");
+            let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                a.push(ping_pong(&with_msg));
+                b.push(ping_pong(&without));
+                c.push(ping_pong_tokio());
+            }
+            let (a, b, c) = (super::median(a), super::median(b), super::median(c));
+            println!(
+                "parked ping-pong between two shards ({:?}, no spin), {rounds} rounds, median",
+                with_msg.driver_kind()
+            );
+            println!(
+                "msg_ring wake      {a:>9.1} ns   /eventfd {:.3}   /tokio {:.3}",
+                a / b,
+                a / c
+            );
+            println!("eventfd wake       {b:>9.1} ns   /tokio {:.3}", b / c);
+            println!("tokio per thread   {c:>9.1} ns");
+            for (name, rt) in [("msg_ring", &with_msg), ("eventfd", &without)] {
+                for (index, stats) in rt.stats().shards().iter().enumerate() {
+                    println!(
+                        "  {name} shard {index}: remote wakes {}, parks {}, driver waits {}",
+                        stats.remote_wakes, stats.parks, stats.driver_waits
+                    );
+                }
+            }
+        }
     }
 }

@@ -85,7 +85,7 @@ impl Ready {
 #[derive(Clone)]
 pub(crate) enum Unparker {
     #[cfg(target_os = "linux")]
-    EventFd(Arc<crate::sys::EventFd>),
+    Uring(Arc<uring::Wake>),
     Poll(Arc<mio::Waker>),
 }
 
@@ -93,7 +93,7 @@ impl Unparker {
     pub(crate) fn unpark(&self) {
         match self {
             #[cfg(target_os = "linux")]
-            Unparker::EventFd(fd) => fd.notify(),
+            Unparker::Uring(wake) => wake.unpark(),
             Unparker::Poll(waker) => {
                 // A failed wake only happens if the poll instance is gone,
                 // i.e. the shard has exited; nothing is left to wake.

@@ -72,14 +72,16 @@ pub(crate) fn with_current_driver<R>(f: impl FnOnce(u64, &mut Driver) -> R) -> O
 /// Calls `f` with the driver of the shard `uid` if that shard runs on this
 /// thread and its driver is not already in use.
 pub(crate) fn with_driver_of<R>(uid: u64, f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
-    with_current(|core| {
-        if core.uid != uid {
-            return None;
-        }
-        let mut driver = core.driver.try_borrow_mut().ok()?;
-        Some(f(&mut driver))
-    })
-    .flatten()
+    if with_current(|core| core.uid) != Some(uid) {
+        return None;
+    }
+    with_free_driver(f)
+}
+
+/// Calls `f` with the current shard's driver, if this thread runs a shard
+/// and its driver is not already in use.
+pub(crate) fn with_free_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
+    with_current(|core| Some(f(&mut *core.driver.try_borrow_mut().ok()?))).flatten()
 }
 
 /// Whether the current shard's run queue is empty: the task being polled

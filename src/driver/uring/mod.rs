@@ -26,9 +26,11 @@
 mod accept;
 pub(crate) mod op;
 mod recv;
+mod wake;
 
 pub(crate) use self::accept::Accepted;
 pub(crate) use self::recv::Buffered;
+pub(crate) use self::wake::Wake;
 
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
@@ -41,6 +43,7 @@ use slab::Slab;
 
 use self::accept::Accepts;
 use self::recv::{BufRing, Multishot};
+use self::wake::{Targets, TOKEN_WAKE, TOKEN_WAKE_FAILED};
 use super::fd::SharedFd;
 use super::{DriverStats, Orphan, Ready, Unparker};
 use crate::sys::EventFd;
@@ -116,6 +119,9 @@ pub(crate) struct Tuning {
     pub(crate) multishot_recv: bool,
     /// Listeners keep a multishot accept armed.
     pub(crate) multishot_accept: bool,
+    /// Parked shards are woken with `IORING_OP_MSG_RING` from the waking
+    /// shard's ring, when both are uring shards (see `wake.rs`).
+    pub(crate) msg_ring: bool,
 }
 
 impl Default for Tuning {
@@ -125,6 +131,7 @@ impl Default for Tuning {
             direct_send: 2,
             multishot_recv: true,
             multishot_accept: true,
+            msg_ring: true,
         }
     }
 }
@@ -148,7 +155,7 @@ impl Tuning {
                     io::ErrorKind::InvalidInput,
                     format!(
                         "RINGSHARD_URING_TUNE: {item:?} is not one of setup=0|1|2, direct_send=0|1|2, \
-                         multishot_recv=0|1, multishot_accept=0|1"
+                         multishot_recv=0|1, multishot_accept=0|1, msg_ring=0|1"
                     ),
                 )
             };
@@ -165,6 +172,7 @@ impl Tuning {
                 }
                 "multishot_recv" => tuning.multishot_recv = switch()?,
                 "multishot_accept" => tuning.multishot_accept = switch()?,
+                "msg_ring" => tuning.msg_ring = switch()?,
                 _ => return Err(bad()),
             }
         }
@@ -177,7 +185,10 @@ pub(crate) struct UringDriver {
     pub(crate) tuning: Tuning,
     ops: Slab<Slot>,
     generation: u32,
-    eventfd: Arc<EventFd>,
+    /// How others wake this ring: its eventfd, and its fd for messages.
+    wake: Arc<Wake>,
+    /// The rings this one has woken with a message.
+    targets: Targets,
     /// The eventfd read's target; boxed so its address is stable.
     eventfd_buf: Box<u64>,
     eventfd_armed: bool,
@@ -210,7 +221,8 @@ impl UringDriver {
                 Err(error) => return Err(error),
             }
         };
-        probe_opcodes(&ring)?;
+        let probe = probe_opcodes(&ring)?;
+        let msg_ring = tuning.msg_ring && wake::can_message(&ring, &probe);
         if entries < options.entries {
             eprintln!(
                 "ringshard: io_uring ring sized down from {} to {entries} entries to fit \
@@ -226,11 +238,11 @@ impl UringDriver {
             ));
         }
         Ok(UringDriver {
-            ring,
             tuning,
             ops: Slab::with_capacity(entries as usize),
             generation: 0,
-            eventfd: Arc::new(EventFd::new()?),
+            wake: Arc::new(Wake::new(EventFd::new()?, &ring, msg_ring)?),
+            targets: Targets::new(msg_ring),
             eventfd_buf: Box::new(0),
             eventfd_armed: false,
             bufs: None,
@@ -239,11 +251,28 @@ impl UringDriver {
             paused: Vec::new(),
             ready: Ready::default(),
             stats: DriverStats::default(),
+            ring,
         })
     }
 
     pub(crate) fn unparker(&self) -> Unparker {
-        Unparker::EventFd(self.eventfd.clone())
+        Unparker::Uring(self.wake.clone())
+    }
+
+    /// Wakes the ring of `target` with a message from this ring; false if
+    /// this ring cannot, and the caller must use the target's eventfd.
+    pub(crate) fn send_wake(&mut self, target: &Arc<Wake>) -> bool {
+        let Some(sqe) = self.targets.message(target) else {
+            return false;
+        };
+        // SAFETY: a MSG_RING carries no pointers.
+        unsafe { self.push(sqe) };
+        self.stats.enters += 1;
+        // Without GETEVENTS: this only hands the queue to the kernel. Should
+        // it fail (EBUSY, EAGAIN), the message stays queued and goes out with
+        // the shard's next enter.
+        let _ = self.ring.submit();
+        true
     }
 
     /// Submits `sqe` as a new op; its resources must stay valid until the
@@ -519,7 +548,7 @@ impl UringDriver {
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
         if !self.eventfd_armed {
             let buf: *mut u64 = &mut *self.eventfd_buf;
-            let sqe = opcode::Read::new(types::Fd(self.eventfd.raw()), buf.cast(), 8)
+            let sqe = opcode::Read::new(types::Fd(self.wake.eventfd().raw()), buf.cast(), 8)
                 .build()
                 .user_data(TOKEN_EVENTFD);
             // SAFETY: `eventfd_buf` is boxed and owned by the driver; it is
@@ -636,7 +665,8 @@ impl UringDriver {
     fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
         match user_data {
             TOKEN_EVENTFD => self.eventfd_armed = false,
-            TOKEN_IGNORE => {}
+            TOKEN_IGNORE | TOKEN_WAKE => {}
+            TOKEN_WAKE_FAILED..TOKEN_WAKE => self.targets.failed(user_data),
             _ => {
                 let OpKey { index, generation } = OpKey::from_user_data(user_data);
                 let Some(slot) = self
@@ -786,6 +816,16 @@ impl Drop for UringDriver {
     }
 }
 
+/// Wakes `target` with a message from the calling thread's shard, if that
+/// shard runs a uring driver not in use right now (see `wake.rs`).
+fn send_wake_from_current(target: &Arc<Wake>) -> bool {
+    crate::shard::with_free_driver(|driver| match driver {
+        super::Driver::Uring(driver) => driver.send_wake(target),
+        super::Driver::Poll(_) => false,
+    })
+    .unwrap_or(false)
+}
+
 /// The state of the op `key`, if its slot in `ops` still holds it.
 fn state_of(ops: &mut Slab<Slot>, key: OpKey) -> Option<&mut Lifecycle> {
     ops.get_mut(key.index)
@@ -808,7 +848,7 @@ fn multishot_key(uid: u64, fd: &SharedFd) -> io::Result<Option<OpKey>> {
 /// Checks that the kernel has every opcode the driver submits (a kernel, or
 /// a seccomp-like filter such as gVisor's, may lack some): missing ones are
 /// an `Unsupported` error naming them, so `Auto` falls back to epoll.
-fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
+fn probe_opcodes(ring: &IoUring) -> io::Result<io_uring::Probe> {
     let needed = [
         ("READ", opcode::Read::CODE),
         ("RECV", opcode::Recv::CODE),
@@ -827,7 +867,7 @@ fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
         .map(|(name, _)| *name)
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(probe);
     }
     Err(io::Error::new(
         io::ErrorKind::Unsupported,

@@ -244,3 +244,59 @@ fn shutdown_drains_ops_in_flight() {
     );
     assert_eq!(released.load(Ordering::SeqCst), 50);
 }
+
+fn options() -> crate::driver::DriverOptions {
+    crate::driver::DriverOptions {
+        entries: 8,
+        buffered_reads: false,
+        multishot_accept: false,
+    }
+}
+
+/// Whether `eventfd`'s counter is non-zero, without blocking.
+fn eventfd_readable(eventfd: &crate::sys::EventFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: eventfd.raw(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    unsafe { libc::poll(&mut poll, 1, 0) == 1 }
+}
+
+#[test]
+fn a_message_wakes_a_parked_ring_without_its_eventfd() {
+    let mut waker = UringDriver::new(options()).expect("ring");
+    let mut target = UringDriver::new(options()).expect("ring");
+    assert!(
+        !target.targets.off,
+        "this kernel has MSG_RING; the message path must be on"
+    );
+    assert!(waker.send_wake(&target.wake.clone()));
+    let began = std::time::Instant::now();
+    // The message's CQE ends the park long before its timeout.
+    target.park(Some(Duration::from_secs(20)));
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "park was not woken"
+    );
+    assert!(!eventfd_readable(target.wake.eventfd()));
+    // Success posts nothing into the sender's ring.
+    waker.poll_nowait();
+    assert!(!waker.targets.off);
+}
+
+#[test]
+fn a_failed_message_falls_back_to_the_eventfd_and_turns_messages_off() {
+    let mut waker = UringDriver::new(options()).expect("ring");
+    // A "ring" fd that is not a ring: the message fails with EBADFD.
+    let not_a_ring = crate::sys::EventFd::new().expect("eventfd");
+    let not_a_ring = super::Wake::for_test(not_a_ring);
+    assert!(waker.send_wake(&not_a_ring));
+    assert!(!eventfd_readable(not_a_ring.eventfd()));
+    // The failure's CQE arrives in the sender's ring.
+    waker.park(Some(Duration::from_secs(20)));
+    assert!(eventfd_readable(not_a_ring.eventfd()), "the wake was lost");
+    assert!(waker.targets.off);
+    assert!(!waker.send_wake(&not_a_ring));
+}
