@@ -186,6 +186,49 @@ fn ping_pong_tokio_per_thread() -> f64 {
     rtt
 }
 
+/// ns per round trip of two cache lines bounced between threads pinned
+/// to CPUs 0 and 1, nothing else: the floor under any cross-shard round
+/// trip. On a VM it moves with where the host puts the two vCPUs (measured
+/// 47 to 381 ns on the project machine), and a cross-shard ping-pong moves
+/// with it; tokio's multi_thread ping-pong, whose two tasks share a worker,
+/// does not. Printed before and after the runs so each run says which
+/// placement it had.
+fn line_round_trip() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const TRIPS: u64 = 200_000;
+    let lines = Arc::new([
+        crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
+        crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
+    ]);
+    let echo = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            core_affinity::set_for_current(core_affinity::CoreId { id: 1 });
+            for i in 1..=TRIPS {
+                while lines[0].load(Ordering::Acquire) != i {
+                    std::hint::spin_loop();
+                }
+                lines[1].store(i, Ordering::Release);
+            }
+        })
+    };
+    let start = std::thread::spawn(move || {
+        core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
+        let start = Instant::now();
+        for i in 1..=TRIPS {
+            lines[0].store(i, Ordering::Release);
+            while lines[1].load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
+        }
+        start.elapsed()
+    });
+    let elapsed = start.join().expect("pinger");
+    echo.join().expect("echo");
+    elapsed.as_nanos() as f64 / TRIPS as f64
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -221,6 +264,7 @@ fn main() {
             rounds = args.next().and_then(|v| v.parse().ok()).unwrap_or(rounds);
         }
     }
+    let floor_before = line_round_trip();
     let ours = ringshard_rt();
     let theirs = tokio_rt();
     println!(
@@ -257,5 +301,9 @@ fn main() {
             stats.remote_wakes, stats.parks, stats.driver_waits
         );
     }
+    println!(
+        "cross-core floor: two lines bounced CPU 0 <-> 1, {floor_before:.1} ns per round trip before the runs, {:.1} ns after",
+        line_round_trip()
+    );
     std::thread::sleep(Duration::from_millis(10));
 }
