@@ -10,7 +10,9 @@
 //! sender and receiver spawned on the runtime, wherever its scheduler puts
 //! them (that is what a tokio user gets).
 
-use std::future::Future;
+#[path = "common/ping_pong.rs"]
+mod ping_pong;
+
 use std::time::{Duration, Instant};
 
 use ringshard::ShardId;
@@ -101,28 +103,6 @@ fn throughput_tokio(rt: &tokio::runtime::Runtime, bounded: bool) -> f64 {
     })
 }
 
-/// ns per round trip: shard 0 sends a number to shard 1, which sends it back.
-fn ping_pong_ringshard(rt: &ringshard::Runtime) -> f64 {
-    rt.block_on(async {
-        let (ping_tx, mut ping_rx) = ringshard::bounded::<u64>(1);
-        let (pong_tx, mut pong_rx) = ringshard::bounded::<u64>(1);
-        ringshard::spawn_on(ShardId::new(1), move || async move {
-            while let Some(v) = ping_rx.recv().await {
-                pong_tx.send(v + 1).await.unwrap();
-            }
-        });
-        let pinger = ringshard::spawn(async move {
-            let start = Instant::now();
-            for i in 0..PINGS {
-                ping_tx.send(i).await.unwrap();
-                assert_eq!(pong_rx.recv().await, Some(i + 1));
-            }
-            start.elapsed()
-        });
-        pinger.await.unwrap().as_nanos() as f64 / PINGS as f64
-    })
-}
-
 fn ping_pong_tokio(rt: &tokio::runtime::Runtime) -> f64 {
     rt.block_on(async {
         let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<u64>(1);
@@ -142,48 +122,6 @@ fn ping_pong_tokio(rt: &tokio::runtime::Runtime) -> f64 {
         });
         pinger.await.unwrap().as_nanos() as f64 / PINGS as f64
     })
-}
-
-/// tokio the thread-per-core way: a current_thread runtime on each of two
-/// threads pinned to CPUs 0 and 1, the same ping-pong between them. For
-/// reference: the target compares against `ping_pong_tokio`, whose two
-/// tasks share one worker thread and so never cross cores.
-fn ping_pong_tokio_per_thread() -> f64 {
-    let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<u64>(1);
-    let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<u64>(1);
-    let on_pinned_runtime =
-        |cpu: usize, future: std::pin::Pin<Box<dyn Future<Output = f64> + Send>>| {
-            std::thread::spawn(move || {
-                core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
-                tokio::runtime::Builder::new_current_thread()
-                    .build()
-                    .expect("tokio runtime")
-                    .block_on(future)
-            })
-        };
-    let echo = on_pinned_runtime(
-        1,
-        Box::pin(async move {
-            while let Some(v) = ping_rx.recv().await {
-                pong_tx.send(v + 1).await.unwrap();
-            }
-            0.0
-        }),
-    );
-    let pinger = on_pinned_runtime(
-        0,
-        Box::pin(async move {
-            let start = Instant::now();
-            for i in 0..PINGS {
-                ping_tx.send(i).await.unwrap();
-                assert_eq!(pong_rx.recv().await, Some(i + 1));
-            }
-            start.elapsed().as_nanos() as f64 / PINGS as f64
-        }),
-    );
-    let rtt = pinger.join().expect("pinger");
-    echo.join().expect("echo");
-    rtt
 }
 
 /// ns per round trip of two cache lines bounced between threads pinned
@@ -286,14 +224,14 @@ fn main() {
     compare(
         "ping-pong round trip",
         rounds,
-        || ping_pong_ringshard(&ours),
+        || ping_pong::ringshard(&ours, PINGS),
         || ping_pong_tokio(&theirs),
     );
     compare(
         "ping-pong, tokio per thread",
         rounds,
-        || ping_pong_ringshard(&ours),
-        ping_pong_tokio_per_thread,
+        || ping_pong::ringshard(&ours, PINGS),
+        || ping_pong::tokio_per_thread(PINGS),
     );
     for (index, stats) in ours.stats().shards().iter().enumerate() {
         println!(

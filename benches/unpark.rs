@@ -22,6 +22,10 @@
 //! `taskset -c 0,1 cargo bench --bench unpark [-- --rounds N]`.
 
 #[cfg(target_os = "linux")]
+#[path = "common/ping_pong.rs"]
+mod ping_pong;
+
+#[cfg(target_os = "linux")]
 fn main() {
     linux::main();
 }
@@ -212,9 +216,7 @@ mod linux {
 
     /// The parked ping-pong inside the runtimes.
     mod runtime {
-        use std::time::{Duration, Instant};
-
-        use ringshard::ShardId;
+        use std::time::Duration;
 
         const PINGS: u64 = 20_000;
 
@@ -232,70 +234,14 @@ mod linux {
             rt
         }
 
-        /// ns per round trip, shard 0 -> shard 1 -> shard 0.
-        fn ping_pong(rt: &ringshard::Runtime) -> f64 {
-            rt.block_on(async {
-                let (ping_tx, mut ping_rx) = ringshard::bounded::<u64>(1);
-                let (pong_tx, mut pong_rx) = ringshard::bounded::<u64>(1);
-                ringshard::spawn_on(ShardId::new(1), move || async move {
-                    while let Some(v) = ping_rx.recv().await {
-                        pong_tx.send(v + 1).await.unwrap();
-                    }
-                });
-                let pinger = ringshard::spawn(async move {
-                    let start = Instant::now();
-                    for i in 0..PINGS {
-                        ping_tx.send(i).await.unwrap();
-                        assert_eq!(pong_rx.recv().await, Some(i + 1));
-                    }
-                    start.elapsed()
-                });
-                pinger.await.unwrap().as_nanos() as f64 / PINGS as f64
-            })
-        }
-
-        /// The same between two current_thread tokio runtimes on pinned threads.
-        fn ping_pong_tokio() -> f64 {
-            let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<u64>(1);
-            let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<u64>(1);
-            let pinned = |cpu: usize| {
-                move |future: std::pin::Pin<Box<dyn std::future::Future<Output = f64> + Send>>| {
-                    std::thread::spawn(move || {
-                        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
-                        tokio::runtime::Builder::new_current_thread()
-                            .build()
-                            .expect("tokio runtime")
-                            .block_on(future)
-                    })
-                }
-            };
-            let echo = pinned(1)(Box::pin(async move {
-                while let Some(v) = ping_rx.recv().await {
-                    pong_tx.send(v + 1).await.unwrap();
-                }
-                0.0
-            }));
-            let pinger = pinned(0)(Box::pin(async move {
-                let start = Instant::now();
-                for i in 0..PINGS {
-                    ping_tx.send(i).await.unwrap();
-                    assert_eq!(pong_rx.recv().await, Some(i + 1));
-                }
-                start.elapsed().as_nanos() as f64 / PINGS as f64
-            }));
-            let rtt = pinger.join().expect("pinger");
-            echo.join().expect("echo");
-            rtt
-        }
-
         pub fn main(rounds: usize) {
             let with_msg = ringshard_rt("");
             let without = ringshard_rt("msg_ring=0");
             let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
-                a.push(ping_pong(&with_msg));
-                b.push(ping_pong(&without));
-                c.push(ping_pong_tokio());
+                a.push(super::super::ping_pong::ringshard(&with_msg, PINGS));
+                b.push(super::super::ping_pong::ringshard(&without, PINGS));
+                c.push(super::super::ping_pong::tokio_per_thread(PINGS));
             }
             let (a, b, c) = (super::median(a), super::median(b), super::median(c));
             println!(
