@@ -13,7 +13,7 @@
 //! the waker's [`Targets`], and the target gets the eventfd write instead:
 //! a wake is never lost.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -43,9 +43,7 @@ impl Wake {
     /// whether other rings may message it (see [`can_message`]).
     pub(super) fn new(eventfd: EventFd, ring: &IoUring, msg_ring: bool) -> std::io::Result<Wake> {
         let ring = if msg_ring {
-            // SAFETY: the ring's fd is open for as long as `ring` lives.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(ring.as_raw_fd()) };
-            Some(fd.try_clone_to_owned()?)
+            Some(ring.as_fd().try_clone_to_owned()?)
         } else {
             None
         };
