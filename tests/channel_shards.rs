@@ -127,6 +127,57 @@ fn watched_bounded_receiver_is_woken_however_its_shard_waits() {
 
 /// A receiver watched on shard 1 (its `recv` timed out there) and then
 /// moved to shard 0 must be woken on shard 0.
+/// A minimal nested executor, as `futures::executor::block_on` is: polls
+/// `future` with a waker that unparks this thread, parking between polls
+/// (at most `limit` in all).
+fn nested_block_on<F: std::future::Future>(future: F, limit: Duration) -> Option<F::Output> {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    let deadline = Instant::now() + limit;
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return Some(output);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
+/// A receiver polled by a nested executor inside a task of a spinning
+/// shard must not be watched by that shard: the shard is blocked under
+/// the nested executor and would never read the slot.
+#[test]
+fn a_receiver_under_a_nested_executor_is_woken_by_its_own_waker() {
+    each_driver(|builder| {
+        let rt = runtime(builder.spin_before_park(Duration::from_millis(1)), 1);
+        rt.block_on(async {
+            let (tx, mut rx) = ringshard::bounded::<u32>(4);
+            let sender = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                tx.blocking_send(7).unwrap();
+            });
+            let task = spawn(async move { nested_block_on(rx.recv(), Duration::from_secs(5)) });
+            let got = task.await.unwrap();
+            sender.join().unwrap();
+            assert_eq!(
+                got,
+                Some(Some(7)),
+                "the value never woke the nested executor"
+            );
+        });
+    });
+}
+
 #[test]
 fn receiver_moved_off_the_shard_that_watched_it_still_gets_its_values() {
     each_driver(|builder| {

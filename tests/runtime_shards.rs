@@ -73,6 +73,9 @@ fn bad_builder_settings_are_clear_errors() {
             "worker_threads",
         ),
         (Runtime::builder().thread_name("bad\0name"), "thread_name"),
+        // Once a "capacity overflow" panic, and an abort on the allocation.
+        (Runtime::builder().queue_size(usize::MAX), "queue_size"),
+        (Runtime::builder().queue_size(1 << 40), "queue_size"),
     ];
     for (builder, mention) in cases {
         let error = builder.build().expect_err("bad settings must fail");

@@ -3,8 +3,8 @@
 //!
 //! Values are numbered in claim order. Producers claim number `n` by
 //! advancing `sent` (a CAS, shared among producers only), write the value
-//! into slot `n % size`, then publish it by storing `n + 1` in the slot's
-//! `seq`. The consumer takes number `r` once slot `r % size` holds
+//! into slot `n % size`, then publish it by storing `tag(n + 1)` in the
+//! slot's `seq`. The consumer takes number `r` once slot `r % size` holds
 //! `seq == r + 1`, and publishes its progress in `received`, a plain store
 //! to a line only it writes. A producer may claim `n` only while
 //! `n - received < capacity`; it reads the consumer's line only when its
@@ -30,13 +30,29 @@
 //! # Slot states
 //!
 //! For slot `s` and the number `n` that maps to it next:
-//! - *free*: `seq <= n` and `received > n - size`: the consumer is done
-//!   with the previous value; only the producer that claimed `n` touches
-//!   `value`.
+//! - *free*: `seq == tag(n + 1 - size)` (the previous value's) and
+//!   `received > n - size`: the consumer is done with the previous value;
+//!   only the producer that claimed `n` touches `value`.
 //! - *waited on*: free, with `seq == PARKED` (the producer wakes the
 //!   consumer) or `seq == WATCHED` (its shard watches the slot).
-//! - *full*: `seq == n + 1`: `value` holds number `n`; only the consumer
-//!   touches it, until it advances `received` past `n`.
+//! - *full*: `seq == tag(n + 1)`: `value` holds number `n`; only the
+//!   consumer touches it, until it advances `received` past `n`.
+//!
+//! # Counters wrap
+//!
+//! `sent` and `received` count modulo 2^(bits - 1) (the top bit of `sent`
+//! is [`CLOSED`]), so on a 32-bit target they wrap after 2^31 values: a
+//! few minutes at full speed. They are only ever compared by their
+//! distance ([`lead`]), which stays below `capacity` for live numbers. A
+//! slot's `seq` holds a number shifted left by two ([`tag`]), so its low
+//! bits are free for the two marks, which no published number can equal.
+//!
+//! # Closing
+//!
+//! The consumer closes the ring by setting [`CLOSED`] in `sent`: the CAS
+//! that claims a number fails from then on, and the numbers claimed before
+//! it are exactly the ones still to come (a producer between claim and
+//! publish is a few instructions from publishing).
 
 use std::alloc::{self, Layout};
 use std::cell::UnsafeCell;
@@ -50,11 +66,39 @@ use crossbeam_utils::CachePadded;
 use crate::shard::Beacon;
 
 /// A slot's `seq` while the consumer waits for its value, to be woken.
-const PARKED: usize = usize::MAX;
+/// Published `seq`s are multiples of four ([`tag`]): never a mark.
+const PARKED: usize = 1;
 
 /// A slot's `seq` while the consumer waits for its value and its shard
 /// reads the slot.
-const WATCHED: usize = usize::MAX - 1;
+const WATCHED: usize = 2;
+
+/// The top bit of `sent`: the consumer closed the ring; no more claims.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// The bits of a count; counts wrap within them.
+const COUNT: usize = CLOSED - 1;
+
+/// How far count `a` is ahead of count `b`; a count that is behind shows
+/// as a lead above `COUNT / 2`.
+fn lead(a: usize, b: usize) -> usize {
+    a.wrapping_sub(b) & COUNT
+}
+
+/// Whether count `a` is at least `by` ahead of count `b` (and not behind).
+fn ahead_by(a: usize, b: usize, by: usize) -> bool {
+    (by..=COUNT / 2).contains(&lead(a, b))
+}
+
+/// The count after `n`.
+fn next(n: usize) -> usize {
+    n.wrapping_add(1) & COUNT
+}
+
+/// The `seq` that says number `n - 1` was published (`n` counts values).
+fn tag(n: usize) -> usize {
+    (n & COUNT) << 2
+}
 
 /// The alignment (and size granule) of the slots' allocation: two cache
 /// lines, which adjacent-line prefetchers move together.
@@ -62,6 +106,13 @@ const LINE: usize = 128;
 
 /// The largest capacity: the ring is allocated up front.
 pub(crate) const MAX_CAPACITY: usize = 1 << 24;
+
+/// Why a push gave its value back.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused<T> {
+    Full(T),
+    Closed(T),
+}
 
 /// How a consumer waits for the next value.
 pub(crate) enum Wait {
@@ -128,7 +179,14 @@ unsafe impl<T: Send> Send for Ring<T> {}
 impl<T> Ring<T> {
     /// A ring for `capacity` values, `1..=MAX_CAPACITY`.
     pub(crate) fn new(capacity: usize) -> Ring<T> {
+        Ring::starting_at(capacity, 0)
+    }
+
+    /// A ring whose counters start at `start` (tests start them near the
+    /// point where they wrap).
+    fn starting_at(capacity: usize, start: usize) -> Ring<T> {
         assert!((1..=MAX_CAPACITY).contains(&capacity));
+        let start = start & COUNT;
         let size = capacity.next_power_of_two();
         // A slot holds at least its `seq`: the layout is never zero-sized.
         // The slots get lines of their own: a small ring must not share a
@@ -142,11 +200,12 @@ impl<T> Ring<T> {
         let ptr = NonNull::new(unsafe { alloc::alloc(layout) })
             .unwrap_or_else(|| alloc::handle_alloc_error(layout));
         let slots = ptr.cast::<Slot<T>>();
-        for index in 0..size {
-            // SAFETY: `index < size` slots fit in the allocation.
+        for n in (0..size).map(|offset| start.wrapping_add(offset) & COUNT) {
+            // SAFETY: `n & (size - 1) < size` slots fit in the allocation.
             unsafe {
-                slots.add(index).write(Slot {
-                    seq: AtomicUsize::new(0),
+                slots.add(n & (size - 1)).write(Slot {
+                    // As if the previous lap's value had been taken.
+                    seq: AtomicUsize::new(tag(n.wrapping_add(1).wrapping_sub(size))),
                     value: UnsafeCell::new(MaybeUninit::uninit()),
                 });
             }
@@ -157,10 +216,10 @@ impl<T> Ring<T> {
             mask: size - 1,
             capacity,
             producers: CachePadded::new(Producers {
-                sent: AtomicUsize::new(0),
-                seen: AtomicUsize::new(0),
+                sent: AtomicUsize::new(start),
+                seen: AtomicUsize::new(start),
             }),
-            received: CachePadded::new(AtomicUsize::new(0)),
+            received: CachePadded::new(AtomicUsize::new(start)),
         }
     }
 
@@ -178,31 +237,54 @@ impl<T> Ring<T> {
     /// Values in the ring (claimed and not yet taken).
     pub(crate) fn len(&self) -> usize {
         let received = self.received.load(Ordering::Acquire);
-        self.producers
-            .sent
-            .load(Ordering::Acquire)
-            .saturating_sub(received)
+        let sent = self.producers.sent.load(Ordering::Acquire);
+        // `received` was read first: `sent` is not behind it.
+        lead(sent, received).min(self.capacity)
     }
 
-    /// Adds `value`, or gives it back if the ring is full. Any thread.
-    /// `Ok(true)`: the consumer had parked on this value.
-    pub(crate) fn push(&self, value: T) -> Result<bool, T> {
+    /// Closes the ring: every later `push` fails with `Closed`; what was
+    /// claimed before stays to be taken.
+    pub(crate) fn close(&self) {
+        self.producers.sent.fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
+    /// Whether the ring is closed and every value claimed before was taken:
+    /// no value will ever come again.
+    ///
+    /// # Safety
+    ///
+    /// - Only the consumer calls this.
+    pub(crate) unsafe fn finished(&self) -> bool {
+        let sent = self.producers.sent.load(Ordering::Acquire);
+        sent & CLOSED != 0 && sent & COUNT == self.received.load(Ordering::Relaxed)
+    }
+
+    /// Adds `value`, or gives it back if the ring is full or closed. Any
+    /// thread. `Ok(true)`: the consumer had parked on this value.
+    pub(crate) fn push(&self, value: T) -> Result<bool, Refused<T>> {
         let producers = &*self.producers;
         let mut sent = producers.sent.load(Ordering::Relaxed);
         loop {
-            // Comparisons, not differences: a stale `sent` may lag `seen`
-            // (the CAS below then fails and reloads it).
-            if sent >= producers.seen.load(Ordering::Acquire) + self.capacity {
+            if sent & CLOSED != 0 {
+                return Err(Refused::Closed(value));
+            }
+            // A stale `sent` may be behind `seen`: not full, and the CAS
+            // below then fails and reloads it.
+            if ahead_by(sent, producers.seen.load(Ordering::Acquire), self.capacity) {
                 // Full as far as we knew: read what the consumer took.
                 let received = self.received.load(Ordering::Acquire);
-                producers.seen.fetch_max(received, Ordering::AcqRel);
-                if sent >= received + self.capacity {
-                    return Err(value);
+                let _ = producers
+                    .seen
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |seen| {
+                        ahead_by(received, seen, 1).then_some(received)
+                    });
+                if ahead_by(sent, received, self.capacity) {
+                    return Err(Refused::Full(value));
                 }
             }
             match producers.sent.compare_exchange_weak(
                 sent,
-                sent + 1,
+                next(sent),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -219,7 +301,7 @@ impl<T> Ring<T> {
         unsafe { (*slot.value.get()).write(value) };
         // One locked op both publishes the value and tells whether the
         // consumer parked on it; the caller then wakes it.
-        let before = slot.seq.swap(sent + 1, Ordering::AcqRel);
+        let before = slot.seq.swap(tag(next(sent)), Ordering::AcqRel);
         Ok(before == PARKED)
     }
 
@@ -283,9 +365,9 @@ impl<T> Ring<T> {
     }
 
     /// The `seq` of a free slot about to hold number `n`: its previous
-    /// number's, or 0 on the first lap.
+    /// number's (on the first lap, as set by `new`).
     fn empty_seq(&self, n: usize) -> usize {
-        (n + 1).saturating_sub(self.mask + 1)
+        tag(n.wrapping_add(1).wrapping_sub(self.mask + 1))
     }
 
     /// Takes the next value. Only the consumer may call this (`&mut`-like;
@@ -297,13 +379,13 @@ impl<T> Ring<T> {
     pub(crate) unsafe fn pop(&self) -> Option<T> {
         let received = self.received.load(Ordering::Relaxed);
         let slot = self.slot(received);
-        if slot.seq.load(Ordering::Acquire) != received + 1 {
+        if slot.seq.load(Ordering::Acquire) != tag(next(received)) {
             return None;
         }
-        // SAFETY: `seq == received + 1` (Acquire): the value numbered
+        // SAFETY: `seq == tag(received + 1)` (Acquire): the value numbered
         // `received` is written, and only the consumer (us) reads it.
         let value = unsafe { (*slot.value.get()).assume_init_read() };
-        self.received.store(received + 1, Ordering::Release);
+        self.received.store(next(received), Ordering::Release);
         Some(value)
     }
 }
@@ -326,7 +408,7 @@ mod tests {
         for i in 0..3 {
             ring.push(i).unwrap();
         }
-        assert_eq!(ring.push(3), Err(3));
+        assert_eq!(ring.push(3), Err(Refused::Full(3)));
         assert_eq!(ring.len(), 3);
         // SAFETY: this thread is the only consumer.
         assert_eq!(unsafe { ring.pop() }, Some(0));
@@ -440,6 +522,58 @@ mod tests {
         }
     }
 
+    /// Counters started just short of where they wrap: every value, mark
+    /// and fullness check works across the wrap. (Before counting by
+    /// distance, `sent + 1` overflowed here, and a published `seq` could
+    /// equal a mark.)
+    #[test]
+    fn counters_wrap_without_losing_a_value_or_a_mark() {
+        for offset in [1usize, 2, 3, 5] {
+            let ring = Ring::starting_at(3, COUNT - offset);
+            for lap in 0..8u32 {
+                // SAFETY: this thread is the only consumer.
+                unsafe {
+                    assert!(matches!(ring.park(false), Wait::Parked), "lap {lap}: parks");
+                    assert_eq!(ring.push(lap * 10), Ok(true), "lap {lap}: wakes");
+                    ring.push(lap * 10 + 1).unwrap();
+                    ring.push(lap * 10 + 2).unwrap();
+                    assert_eq!(ring.push(99), Err(Refused::Full(99)), "lap {lap}: full");
+                    assert_eq!(ring.len(), 3);
+                    assert_eq!(ring.pop(), Some(lap * 10));
+                    assert_eq!(ring.pop(), Some(lap * 10 + 1));
+                    let Wait::Arrived = ring.park(true) else {
+                        panic!("lap {lap}: a value is there");
+                    };
+                    assert_eq!(ring.pop(), Some(lap * 10 + 2));
+                    assert_eq!(ring.pop(), None);
+                    let Wait::Watched(beacon) = ring.park(true) else {
+                        panic!("lap {lap}: an empty ring is watched");
+                    };
+                    assert_eq!(ring.push(lap), Ok(false), "lap {lap}: watched");
+                    assert!(!beacon.still_watching());
+                    assert_eq!(ring.pop(), Some(lap));
+                    assert_eq!(ring.len(), 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_closed_ring_refuses_pushes_and_is_finished_once_drained() {
+        let ring = Ring::starting_at(4, COUNT - 1);
+        ring.push(1).unwrap();
+        ring.push(2).unwrap();
+        ring.close();
+        assert_eq!(ring.push(3), Err(Refused::Closed(3)));
+        // SAFETY: this thread is the only consumer.
+        unsafe {
+            assert!(!ring.finished(), "two values are still to be taken");
+            assert_eq!(ring.pop(), Some(1));
+            assert_eq!(ring.pop(), Some(2));
+            assert!(ring.finished());
+        }
+    }
+
     #[test]
     fn values_left_at_drop_are_dropped() {
         let token = Arc::new(());
@@ -462,7 +596,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..100_000 {
                         let mut value = (p, i);
-                        while let Err(back) = ring.push(value) {
+                        while let Err(Refused::Full(back)) = ring.push(value) {
                             value = back;
                             std::hint::spin_loop();
                         }

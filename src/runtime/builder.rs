@@ -15,6 +15,9 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 const MAX_SHARDS: usize = 4096;
 /// io_uring's limit on submission queue entries (`IORING_MAX_ENTRIES`).
 const MAX_IO_ENTRIES: u32 = 32_768;
+/// The largest initial run queue: 8 MiB of task pointers per shard. The
+/// queue grows past it as needed; this only bounds what `build` allocates.
+const MAX_QUEUE_SIZE: usize = 1 << 20;
 
 /// Configures and builds a [`Runtime`].
 ///
@@ -127,7 +130,8 @@ impl Builder {
         self
     }
 
-    /// Initial capacity of each shard's run queue (it grows as needed).
+    /// Initial capacity of each shard's run queue (it grows as needed):
+    /// `0..=1_048_576`, a larger value is an error from `build`.
     pub fn queue_size(mut self, tasks: usize) -> Builder {
         self.queue_size = tasks;
         self
@@ -238,6 +242,13 @@ impl Builder {
             return invalid(format!(
                 "ringshard: io_entries({}) must be between 1 and {MAX_IO_ENTRIES}",
                 self.io_entries
+            ));
+        }
+        if self.queue_size > MAX_QUEUE_SIZE {
+            return invalid(format!(
+                "ringshard: queue_size({}) exceeds the limit of {MAX_QUEUE_SIZE} (it is only the \
+                 run queue's initial capacity: the queue grows as needed)",
+                self.queue_size
             ));
         }
         if self.thread_name.contains('\0') {

@@ -90,11 +90,19 @@ pub(crate) fn nothing_else_ready() -> bool {
     with_current(|core| core.run_queue.borrow().is_empty()).unwrap_or(false)
 }
 
-/// Whether a task polled now may wait through a [`Beacon`]: this thread
-/// runs a shard that spins before parking and has room for one more.
-pub(crate) fn can_watch() -> bool {
-    with_current(|core| !core.config.spin.is_zero() && core.watches.borrow().has_room())
-        .unwrap_or(false)
+/// Whether a future polled now with `waker` may wait through a [`Beacon`]:
+/// this thread runs a shard that spins before parking and has room for
+/// one more, and `waker` is the one of the task (or root future) the
+/// shard's loop is polling. A future polled by a nested executor inside a
+/// task (`futures::executor::block_on(rx.recv())`) has another waker: the
+/// shard is blocked under it and would never read the beacon.
+pub(crate) fn can_watch(waker: &Waker) -> bool {
+    with_current(|core| {
+        !core.config.spin.is_zero()
+            && core.polling.get() == waker.data()
+            && core.watches.borrow().has_room()
+    })
+    .unwrap_or(false)
 }
 
 /// Makes the current shard watch `beacon` and wake `waker` when its word
@@ -201,6 +209,9 @@ pub(crate) struct Core {
     watches: RefCell<Watches>,
     driver: RefCell<Driver>,
     ready: RefCell<Ready>,
+    /// The waker data of the task or root future the loop is polling now
+    /// (null between polls): what [`can_watch`] compares with.
+    polling: Cell<*const ()>,
     origin: Instant,
     now: Cell<Instant>,
     /// Work came from another shard since the last spin that found nothing.
@@ -235,6 +246,7 @@ impl Core {
             watches: RefCell::new(Watches::default()),
             driver: RefCell::new(driver),
             ready: RefCell::new(Ready::default()),
+            polling: Cell::new(ptr::null()),
             origin,
             now: Cell::new(origin),
             remote_recent: Cell::new(false),
@@ -294,6 +306,17 @@ impl Core {
         pop().or_else(|| self.check_watches().then(pop)?)
     }
 
+    /// Polls `runnable`, noting its waker's data for [`can_watch`] (a task's
+    /// waker points at its header, as the runnable does).
+    fn run(&self, runnable: Runnable) {
+        let task = Runnable::into_raw(runnable);
+        self.polling.set(task.as_ptr());
+        // SAFETY: `task` comes from `into_raw` just above and is turned
+        // back into a runnable once.
+        unsafe { Runnable::from_raw(task) }.run();
+        self.polling.set(ptr::null());
+    }
+
     fn has_tasks(&self) -> bool {
         !self.run_queue.borrow().is_empty() || self.deque.as_ref().is_some_and(|d| !d.is_empty())
     }
@@ -340,7 +363,10 @@ impl Core {
         let mut cx = Context::from_waker(&waker);
         loop {
             if root.woken.swap(false, Ordering::AcqRel) {
-                if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                self.polling.set(waker.data());
+                let polled = future.as_mut().poll(&mut cx);
+                self.polling.set(ptr::null());
+                if let Poll::Ready(output) = polled {
                     self.flush_stats();
                     return output;
                 }
@@ -368,7 +394,7 @@ impl Core {
                 break;
             };
             bump(&self.counters.polls, 1);
-            runnable.run();
+            self.run(runnable);
         }
         let runnable = self.has_tasks() || woken() || self.steal();
         if runnable || !self.config.enable_parking {
@@ -506,8 +532,10 @@ impl Core {
 
     fn park_duration(&self) -> Option<Duration> {
         let deadline = self.wheel.borrow().next_deadline().map(|tick| {
-            let at = self.origin + Duration::from_millis(tick);
-            at.saturating_duration_since(Instant::now())
+            match self.origin.checked_add(Duration::from_millis(tick)) {
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            }
         });
         match (deadline, self.config.park_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -563,12 +591,13 @@ impl Core {
 
     fn tick_floor(&self, instant: Instant) -> u64 {
         let since = instant.saturating_duration_since(self.origin);
-        since.as_secs() * 1000 + u64::from(since.subsec_millis())
+        (since.as_secs().saturating_mul(1000)).saturating_add(u64::from(since.subsec_millis()))
     }
 
     fn tick_ceil(&self, instant: Instant) -> u64 {
         let since = instant.saturating_duration_since(self.origin);
-        since.as_secs() * 1000 + u64::from(since.subsec_nanos().div_ceil(1_000_000))
+        (since.as_secs().saturating_mul(1000))
+            .saturating_add(u64::from(since.subsec_nanos().div_ceil(1_000_000)))
     }
 
     /// Polls a sleep until `deadline`: ready once the shard's clock has

@@ -108,15 +108,31 @@ fn cancel_tree(root: Arc<Node>) {
 
 /// Removes `node` from its parent once nothing holds it there, and the
 /// parent from its own parent if that emptied it, and so on up.
+///
+/// A node is removed only from the slot that still holds *it*: once a node
+/// has left (its parent was cancelled and took its list, or it was removed
+/// before), its old key may name a newer sibling, which must stay.
 fn detach(node: &Node) {
+    let mut child: *const Node = node;
     let mut next = node.parent.clone();
     while let Some((parent, key)) = next.take() {
         let mut lists = parent.lock();
-        // Gone already if the parent was cancelled (its list was taken).
-        lists.children.try_remove(key);
+        #[cfg(not(ringshard_broken = "detach_by_key"))]
+        let ours = lists
+            .children
+            .get(key)
+            .is_some_and(|slot| std::ptr::eq(Arc::as_ptr(slot), child));
+        #[cfg(ringshard_broken = "detach_by_key")]
+        let ours = lists.children.contains(key);
+        if !ours {
+            // Already gone: whoever removed it also saw to the parent.
+            break;
+        }
+        lists.children.remove(key);
         let unused = lists.children.is_empty() && !lists.has_handle;
         drop(lists);
         if unused {
+            child = Arc::as_ptr(&parent);
             next = parent.parent.clone();
         }
     }
@@ -313,6 +329,23 @@ mod tests {
         let grandchild = root.child_token().child_token();
         drop(grandchild);
         assert_eq!(children(&root), 0);
+    }
+
+    /// A cancelled node that already left its parent must not, when its
+    /// own last child goes, remove the sibling that reused its slot.
+    /// Fails under `ringshard_broken="detach_by_key"`.
+    #[test]
+    fn a_detached_node_never_removes_a_sibling_that_took_its_slot() {
+        let root = CancellationToken::new();
+        let x = root.child_token();
+        let g = x.child_token();
+        x.cancel();
+        drop(x);
+        let y = root.child_token();
+        drop(g);
+        assert_eq!(children(&root), 1, "y is still root's child");
+        root.cancel();
+        assert!(y.is_cancelled(), "the cancel reached y");
     }
 
     #[test]

@@ -22,6 +22,12 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
+/// `at + by`, saturated: a deadline past what `Instant` holds is
+/// [`far_future`]. Every deadline computation goes through this.
+fn add(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by).unwrap_or_else(far_future)
+}
+
 /// Waits until `duration` has elapsed.
 ///
 /// # Cancel safety
@@ -43,11 +49,7 @@ fn far_future() -> Instant {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(
-        Instant::now()
-            .checked_add(duration)
-            .unwrap_or_else(far_future),
-    )
+    sleep_until(add(Instant::now(), duration))
 }
 
 /// Waits until `deadline`. See [`sleep`].
@@ -274,17 +276,20 @@ impl Interval {
         }
         let scheduled = self.sleep.deadline();
         let now = Instant::now();
-        let on_time = scheduled + self.period;
+        let on_time = add(scheduled, self.period);
         let next = if now <= on_time {
             on_time
         } else {
             match self.missed {
                 MissedTickBehavior::Burst => on_time,
-                MissedTickBehavior::Delay => now + self.period,
+                MissedTickBehavior::Delay => add(now, self.period),
                 MissedTickBehavior::Skip => {
                     let late = (now - scheduled).as_nanos();
-                    let periods = late / self.period.as_nanos() + 1;
-                    scheduled + self.period * u32::try_from(periods).unwrap_or(u32::MAX)
+                    let periods = u32::try_from(late / self.period.as_nanos() + 1);
+                    match periods.ok().and_then(|n| self.period.checked_mul(n)) {
+                        Some(skip) => add(scheduled, skip),
+                        None => far_future(),
+                    }
                 }
             }
         };
@@ -304,6 +309,6 @@ impl Interval {
 
     /// Restarts the schedule: the next tick is one period from now.
     pub fn reset(&mut self) {
-        self.sleep.reset(Instant::now() + self.period);
+        self.sleep.reset(add(Instant::now(), self.period));
     }
 }

@@ -34,7 +34,7 @@ use atomic_waker::AtomicWaker;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 
-use super::ring::{Ring, Wait, MAX_CAPACITY};
+use super::ring::{Refused, Ring, Wait, MAX_CAPACITY};
 use super::thread;
 use super::waiters::Waiters;
 use crate::shard;
@@ -88,20 +88,25 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 /// assert_eq!(got.len(), 400);
 /// ```
 pub fn unbounded<T>() -> (UnboundedSender<T>, UnboundedReceiver<T>) {
-    let chan = Arc::new(Chan::new(Unbounded(SegQueue::new())));
+    let chan = Arc::new(Chan::new(Unbounded::new()));
     (
         UnboundedSender { chan: chan.clone() },
         UnboundedReceiver { chan },
     )
 }
 
-/// The queue under a channel. `pop` and `park` are called only by the
-/// receiver.
+/// The queue under a channel. `pop`, `park` and `finished` are called only
+/// by the receiver.
 trait Queue {
     type Item;
     /// Adds a value; says how to learn whether the receiver must be woken.
-    fn push(&self, value: Self::Item) -> Result<Wake, Self::Item>;
+    fn push(&self, value: Self::Item) -> Result<Wake, Refused<Self::Item>>;
     fn pop(&self) -> Option<Self::Item>;
+    /// Refuses every later push; values pushed before stay to be taken.
+    fn close(&self);
+    /// Closed, and no value can arrive any more: every push that got in
+    /// before the close is poppable (so a pop after this says the rest).
+    fn finished(&self) -> bool;
     /// Marks the receiver as waiting for the next value, if the queue can;
     /// watched by the current shard if `watch` and the queue can.
     fn park(&self, watch: bool) -> Wait;
@@ -125,12 +130,19 @@ struct Bounded<T>(Ring<T>);
 
 impl<T> Queue for Bounded<T> {
     type Item = T;
-    fn push(&self, value: T) -> Result<Wake, T> {
+    fn push(&self, value: T) -> Result<Wake, Refused<T>> {
         match self.0.push(value) {
             Ok(true) => Ok(Wake::Now),
             Ok(false) => Ok(Wake::No),
-            Err(value) => Err(value),
+            Err(refused) => Err(refused),
         }
+    }
+    fn close(&self) {
+        self.0.close();
+    }
+    fn finished(&self) -> bool {
+        // SAFETY: only the receiver asks (`Chan::try_recv`).
+        unsafe { self.0.finished() }
     }
     fn pop(&self) -> Option<T> {
         // SAFETY: only the channel's one receiver pops (`Chan::pop` is
@@ -150,22 +162,56 @@ impl<T> Queue for Bounded<T> {
     }
 }
 
-struct Unbounded<T>(SegQueue<T>);
+/// Unbounded channels queue through a `SegQueue`. To close exactly, each
+/// push counts itself in `pushing` around its check of `closed`: the
+/// receiver, having set `closed`, knows no push is left once `pushing` is
+/// 0 (SeqCst on all four: either the pusher sees `closed`, or the receiver
+/// sees the pusher). Both counts are on the senders' line.
+struct Unbounded<T> {
+    queue: SegQueue<T>,
+    pushing: CachePadded<AtomicUsize>,
+    closed: AtomicBool,
+}
+
+impl<T> Unbounded<T> {
+    fn new() -> Unbounded<T> {
+        Unbounded {
+            queue: SegQueue::new(),
+            pushing: CachePadded::new(AtomicUsize::new(0)),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
 
 impl<T> Queue for Unbounded<T> {
     type Item = T;
-    fn push(&self, value: T) -> Result<Wake, T> {
-        self.0.push(value);
-        Ok(Wake::Check)
+    fn push(&self, value: T) -> Result<Wake, Refused<T>> {
+        self.pushing.fetch_add(1, Ordering::SeqCst);
+        let result = if self.closed.load(Ordering::SeqCst) {
+            Err(Refused::Closed(value))
+        } else {
+            self.queue.push(value);
+            Ok(Wake::Check)
+        };
+        // The receiver waiting for the last push is woken by the caller
+        // (`Wake::Check`, or the wake after a refusal).
+        self.pushing.fetch_sub(1, Ordering::SeqCst);
+        result
     }
     fn pop(&self) -> Option<T> {
-        self.0.pop()
+        self.queue.pop()
+    }
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+    fn finished(&self) -> bool {
+        self.closed.load(Ordering::SeqCst) && self.pushing.load(Ordering::SeqCst) == 0
     }
     fn park(&self, _watch: bool) -> Wait {
         Wait::Parked
     }
     fn len(&self) -> usize {
-        self.0.len()
+        self.queue.len()
     }
 }
 
@@ -211,9 +257,6 @@ impl<Q: Queue> Chan<Q> {
     }
 
     fn try_send(&self, value: Q::Item) -> Result<(), TrySendError<Q::Item>> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(TrySendError::Closed(value));
-        }
         match self.queue.push(value) {
             Ok(Wake::Now) => {
                 self.rx_waker.wake();
@@ -224,7 +267,13 @@ impl<Q: Queue> Chan<Q> {
                 self.wake_receiver();
                 Ok(())
             }
-            Err(value) => Err(TrySendError::Full(value)),
+            Err(Refused::Full(value)) => Err(TrySendError::Full(value)),
+            Err(Refused::Closed(value)) => {
+                // A receiver that closed may be waiting for this push to
+                // be over (unbounded), or for its end.
+                self.wake_receiver();
+                Err(TrySendError::Closed(value))
+            }
         }
     }
 
@@ -238,8 +287,9 @@ impl<Q: Queue> Chan<Q> {
         if let Some(value) = self.pop() {
             return Ok(value);
         }
-        if self.senders.load(Ordering::Acquire) == 0 {
-            // A push that raced with the last sender's drop is visible now.
+        if self.senders.load(Ordering::Acquire) == 0 || self.queue.finished() {
+            // A push that raced with the last sender's drop (or with the
+            // close) is visible now.
             return self.pop().ok_or(TryRecvError::Disconnected);
         }
         Err(TryRecvError::Empty)
@@ -259,7 +309,7 @@ impl<Q: Queue> Chan<Q> {
         // A bounded queue marks the slot of the next value instead, so its
         // senders need no fence; on a spinning shard, the shard watches
         // that slot and its senders wake no one.
-        let wait = self.queue.park(shard::can_watch());
+        let wait = self.queue.park(shard::can_watch(cx.waker()));
         match self.try_recv() {
             Ok(value) => {
                 self.rx_parked.store(false, Ordering::Relaxed);
@@ -282,6 +332,7 @@ impl<Q: Queue> Chan<Q> {
 
     fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
+            self.queue.close();
             self.send_waiters.notify_all();
         }
     }
@@ -508,7 +559,12 @@ macro_rules! receiver {
             }
 
             /// Closes the channel: sends fail from now on; values already
-            /// sent can still be received.
+            /// sent can still be received, and then `recv` returns `None`
+            /// (and `try_recv` says `Disconnected`) even while senders
+            /// live, as in tokio:
+            /// `rx.close(); while let Some(v) = rx.recv().await { .. }`
+            /// drains the channel and ends. A send that raced with the
+            /// close either fails or is received: none is lost.
             pub fn close(&mut self) {
                 self.chan.close();
             }

@@ -159,3 +159,74 @@ fn stress_many_threads_into_an_unbounded_channel() {
     assert_eq!(next, [20_000; 4]);
     senders.into_iter().for_each(|s| s.join().unwrap());
 }
+
+/// tokio's drain idiom: after `close`, `recv` gives what was sent and then
+/// `None`, though a sender still lives; `try_recv` says `Disconnected`.
+#[test]
+fn close_then_drain_ends_with_none_while_senders_live() {
+    let (tx, mut rx) = bounded(4);
+    tx.try_send(1).unwrap();
+    tx.try_send(2).unwrap();
+    rx.close();
+    assert!(tx.try_send(3).is_err());
+    let mut got = Vec::new();
+    while let Some(v) = rx.blocking_recv() {
+        got.push(v);
+    }
+    assert_eq!(got, [1, 2]);
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+
+    let (utx, mut urx) = unbounded();
+    utx.send(1).unwrap();
+    urx.close();
+    assert!(utx.send(2).is_err());
+    assert_eq!(urx.blocking_recv(), Some(1));
+    assert_eq!(urx.blocking_recv(), None);
+    assert_eq!(urx.try_recv(), Err(TryRecvError::Disconnected));
+    drop((tx, utx));
+}
+
+/// Sends racing a close from other threads: every send that returned `Ok`
+/// is received before the `None`, none after, on both kinds.
+#[test]
+fn a_send_racing_the_close_is_refused_or_received_never_lost() {
+    for round in 0..200 {
+        let (tx, mut rx) = bounded::<u64>(8);
+        let (utx, mut urx) = unbounded::<u64>();
+        let senders: Vec<_> = (0..3)
+            .map(|_| {
+                let (tx, utx) = (tx.clone(), utx.clone());
+                thread::spawn(move || {
+                    let mut sent = (0, 0);
+                    for i in 0..50 {
+                        if tx.try_send(i).is_ok() {
+                            sent.0 += 1;
+                        }
+                        if utx.send(i).is_ok() {
+                            sent.1 += 1;
+                        }
+                    }
+                    sent
+                })
+            })
+            .collect();
+        if round % 2 == 0 {
+            thread::yield_now();
+        }
+        rx.close();
+        urx.close();
+        let mut received = (0, 0);
+        while rx.blocking_recv().is_some() {
+            received.0 += 1;
+        }
+        while urx.blocking_recv().is_some() {
+            received.1 += 1;
+        }
+        let sent = senders
+            .into_iter()
+            .map(|s| s.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        assert_eq!(received, sent, "round {round}: sent vs received");
+        drop((tx, utx));
+    }
+}

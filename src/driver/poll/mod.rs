@@ -27,10 +27,20 @@ use super::{DriverStats, Ready, Unparker};
 const WAKE: mio::Token = mio::Token(usize::MAX);
 
 /// One registered socket.
+///
+/// `readable`/`writable` say a syscall in that direction may not block.
+/// Epoll is edge-triggered: it reports a state change once. End of stream
+/// (`read_closed`), a closed write side and a socket error are states, not
+/// data: once seen they stay, so a short read (which clears `readable`
+/// without a `WouldBlock`) never hides the FIN that came with the last
+/// bytes. Only a `WouldBlock`, the kernel's own word, clears them.
 struct Registration {
     generation: u32,
     readable: bool,
     writable: bool,
+    read_closed: bool,
+    write_closed: bool,
+    error: bool,
     /// Ops waiting on this socket; an entry stays (with `None`) until its op
     /// completes or is dropped, so the key an op holds is never reused.
     waiters: Slab<(Direction, Option<Waker>)>,
@@ -91,6 +101,9 @@ impl PollDriver {
             generation,
             readable: true,
             writable: true,
+            read_closed: false,
+            write_closed: false,
+            error: false,
             waiters: Slab::new(),
         });
         Ok(token)
@@ -133,9 +146,22 @@ impl PollDriver {
     /// The syscall said `WouldBlock`: wait for the next event.
     pub(crate) fn clear_ready(&mut self, token: u64, direction: Direction) {
         if let Some(r) = self.registration(token) {
+            r.error = false;
             match direction {
-                Direction::Read => r.readable = false,
-                Direction::Write => r.writable = false,
+                Direction::Read => (r.readable, r.read_closed) = (false, false),
+                Direction::Write => (r.writable, r.write_closed) = (false, false),
+            }
+        }
+    }
+
+    /// A stream op came up short: the socket has nothing more in that
+    /// direction for now, unless it is closed or failed, which stays
+    /// ready (the next syscall returns the end or the error).
+    pub(crate) fn drained(&mut self, token: u64, direction: Direction) {
+        if let Some(r) = self.registration(token) {
+            match direction {
+                Direction::Read => r.readable = r.read_closed || r.error,
+                Direction::Write => r.writable = r.write_closed || r.error,
             }
         }
     }
@@ -176,8 +202,15 @@ impl PollDriver {
         }
     }
 
+    /// Waits for readiness or `timeout`, unless wakers made earlier in the
+    /// turn (a deregistration wakes its waiters) are still to run.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
-        self.poll_events(timeout);
+        let stranded = !self.ready.wakers.is_empty();
+        self.poll_events(if stranded {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        });
     }
 
     fn poll_events(&mut self, timeout: Option<Duration>) {
@@ -199,6 +232,12 @@ impl PollDriver {
             };
             self.stats.completed += 1;
             let failed = event.is_error();
+            #[cfg(not(ringshard_broken = "epoll_eof_not_sticky"))]
+            {
+                r.error |= failed;
+                r.read_closed |= event.is_read_closed();
+                r.write_closed |= event.is_write_closed();
+            }
             let readable = failed || event.is_readable() || event.is_read_closed();
             let writable = failed || event.is_writable() || event.is_write_closed();
             r.readable |= readable;

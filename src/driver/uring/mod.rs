@@ -51,6 +51,9 @@ use crate::sys::EventFd;
 const TOKEN_EVENTFD: u64 = u64::MAX;
 const TOKEN_IGNORE: u64 = u64::MAX - 1;
 const IORING_ENTER_GETEVENTS: u32 = 1;
+/// The longest wait handed to the kernel; a longer park just turns the loop
+/// once a day.
+const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// The lifecycle of one op, see the module's `# Safety` section.
 enum Lifecycle {
@@ -201,8 +204,14 @@ pub(crate) struct UringDriver {
     multishot_works: bool,
     /// Multishot ops to pause (cancel) once the current reap is done.
     paused: Vec<u64>,
+    /// A wake (eventfd read or message) was reaped since the last park:
+    /// the shard has been asked to turn, so the next park must not wait.
+    woken: bool,
     ready: Ready,
     pub(crate) stats: DriverStats,
+    /// Tests: the next `submit_queued` fails as if the kernel refused.
+    #[cfg(test)]
+    fail_next_submit: bool,
 }
 
 impl UringDriver {
@@ -249,8 +258,11 @@ impl UringDriver {
             buffered_off: !tuning.multishot_recv,
             multishot_works: false,
             paused: Vec::new(),
+            woken: false,
             ready: Ready::default(),
             stats: DriverStats::default(),
+            #[cfg(test)]
+            fail_next_submit: false,
             ring,
         })
     }
@@ -269,10 +281,20 @@ impl UringDriver {
         unsafe { self.push(sqe) };
         self.stats.enters += 1;
         // Without GETEVENTS: this only hands the queue to the kernel. Should
-        // it fail (EBUSY, EAGAIN), the message stays queued and goes out with
-        // the shard's next enter.
-        let _ = self.ring.submit();
-        true
+        // it fail (EBUSY, EAGAIN), the message stays queued for the shard's
+        // next enter, which may be far off, while the target already saw
+        // its parked flag cleared: the caller wakes it by its eventfd too.
+        self.submit_queued()
+    }
+
+    /// Hands the queued SQEs to the kernel without waiting; false if the
+    /// kernel refused.
+    fn submit_queued(&mut self) -> bool {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_submit) {
+            return false;
+        }
+        self.ring.submit().is_ok()
     }
 
     /// Submits `sqe` as a new op; its resources must stay valid until the
@@ -545,6 +567,11 @@ impl UringDriver {
     }
 
     /// Submits and waits for one completion, an unpark, or `timeout`.
+    ///
+    /// It does not wait when completions reaped earlier in the turn (a
+    /// push that found the SQ full submits and reaps) left wakers to run
+    /// or a wake to honour: the CQEs that would end the wait are already
+    /// consumed, and the woken task would sit until an unrelated event.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
         if !self.eventfd_armed {
             let buf: *mut u64 = &mut *self.eventfd_buf;
@@ -556,8 +583,13 @@ impl UringDriver {
             unsafe { self.push(sqe) };
             self.eventfd_armed = true;
         }
-        self.enter(1, timeout);
+        let stranded = !self.ready.is_empty() || self.woken;
+        #[cfg(ringshard_broken = "park_over_stranded")]
+        let stranded = false;
+        self.woken = false;
+        self.enter(if stranded { 0 } else { 1 }, timeout);
         self.reap();
+        self.woken = false;
     }
 
     /// One `io_uring_enter` that submits everything queued and reaps
@@ -566,7 +598,10 @@ impl UringDriver {
         self.stats.enters += 1;
         let result = match timeout {
             Some(timeout) if want > 0 => {
-                let ts = types::Timespec::from(timeout);
+                // A `tv_sec` past `i64::MAX` turns negative, and the kernel
+                // adds the timeout to its clock: either way a huge timeout
+                // would expire at once and the shard would spin.
+                let ts = types::Timespec::from(timeout.min(MAX_TIMEOUT));
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(want as usize, &args)
             }
@@ -664,8 +699,12 @@ impl UringDriver {
 
     fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
         match user_data {
-            TOKEN_EVENTFD => self.eventfd_armed = false,
-            TOKEN_IGNORE | TOKEN_WAKE => {}
+            TOKEN_EVENTFD => {
+                self.eventfd_armed = false;
+                self.woken = true;
+            }
+            TOKEN_WAKE => self.woken = true,
+            TOKEN_IGNORE => {}
             TOKEN_WAKE_FAILED..TOKEN_WAKE => self.targets.failed(user_data),
             _ => {
                 let OpKey { index, generation } = OpKey::from_user_data(user_data);

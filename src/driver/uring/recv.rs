@@ -29,7 +29,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::Waker;
 
-use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
 /// Buffers in a shard's ring, and the size of each: measured on the echo
@@ -41,22 +40,35 @@ pub(crate) const GROUP: u16 = 0;
 /// The most filled buffers one socket may hold before its recv is paused.
 pub(crate) const CAP: usize = 16;
 
+/// One entry of a provided buffer ring, as the kernel lays it out
+/// (`struct io_uring_buf`). The last field of entry 0 is the ring's tail,
+/// which the kernel reads at any time: entries are written field by field
+/// through raw pointers, never through a `&mut` that would cover it.
+#[repr(C)]
+struct Entry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    /// Reserved, except in entry 0: the tail.
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 16);
+const _: () = assert!(std::mem::size_of::<io_uring::types::BufRingEntry>() == 16);
+
 /// The ring of provided buffers: `BUFFERS` entries the kernel picks from,
 /// and the memory they point into. Dropping it leaks the memory: only
 /// [`BufRing::unregister`] frees it, once the kernel cannot pick a buffer.
 pub(crate) struct BufRing {
-    entries: NonNull<BufRingEntry>,
+    entries: NonNull<Entry>,
     memory: NonNull<u8>,
     /// Our copy of the tail: the next entry to fill.
     tail: u16,
 }
 
 fn entries_layout() -> Layout {
-    Layout::from_size_align(
-        usize::from(BUFFERS) * std::mem::size_of::<BufRingEntry>(),
-        4096,
-    )
-    .expect("valid layout")
+    Layout::from_size_align(usize::from(BUFFERS) * std::mem::size_of::<Entry>(), 4096)
+        .expect("valid layout")
 }
 
 fn memory_layout() -> Layout {
@@ -71,7 +83,7 @@ impl BufRing {
         // SAFETY: both layouts have a non-zero size.
         let entries = NonNull::new(unsafe { alloc::alloc_zeroed(entries_layout()) })
             .ok_or(io::ErrorKind::OutOfMemory)?
-            .cast::<BufRingEntry>();
+            .cast::<Entry>();
         // SAFETY: as above.
         let Some(memory) = NonNull::new(unsafe { alloc::alloc(memory_layout()) }) else {
             // SAFETY: allocated above with this layout, never shared.
@@ -108,19 +120,23 @@ impl BufRing {
     pub(crate) fn provide(&mut self, bid: u16) {
         debug_assert!(bid < BUFFERS);
         let index = usize::from(self.tail & (BUFFERS - 1));
-        // SAFETY: `index < BUFFERS`; the kernel reads entries only up to the
-        // published tail, and this one is past it until the store below.
+        let addr = self.buffer(bid) as u64;
+        // SAFETY: `index < BUFFERS`, inside the allocation; the kernel reads
+        // entries only up to the published tail, and this one is past it
+        // until the store below. Only these three fields are written: the
+        // `resv` of entry 0 is the tail, which the kernel may be reading.
         unsafe {
-            let entry = &mut *self.entries.as_ptr().add(index);
-            entry.set_addr(self.buffer(bid) as u64);
-            entry.set_len(BUFFER_SIZE as u32);
-            entry.set_bid(bid);
+            let entry = self.entries.as_ptr().add(index);
+            std::ptr::addr_of_mut!((*entry).addr).write(addr);
+            std::ptr::addr_of_mut!((*entry).len).write(BUFFER_SIZE as u32);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
         }
         self.tail = self.tail.wrapping_add(1);
-        // SAFETY: the tail is a u16 inside entry 0, which the kernel reads
-        // atomically; the release store publishes the entry written above.
+        // SAFETY: the tail is the u16 `resv` of entry 0, aligned and only
+        // accessed atomically (the kernel reads it with an acquire load);
+        // the release store publishes the entries written above.
         unsafe {
-            let tail = BufRingEntry::tail(self.entries.as_ptr()) as *const AtomicU16;
+            let tail = std::ptr::addr_of!((*self.entries.as_ptr()).resv).cast::<AtomicU16>();
             (*tail).store(self.tail, Ordering::Release);
         }
     }

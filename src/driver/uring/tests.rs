@@ -310,3 +310,22 @@ fn a_failed_message_falls_back_to_the_eventfd_and_turns_messages_off() {
     assert!(!waker.send_wake(&not_a_ring));
     close(waker);
 }
+
+#[test]
+fn a_message_the_kernel_did_not_take_is_not_counted_as_a_wake() {
+    let mut waker = UringDriver::new(options()).expect("ring");
+    let target = UringDriver::new(options()).expect("ring");
+    if target.targets.off {
+        eprintln!("MSG_RING is off on this kernel: nothing to test");
+        return;
+    }
+    waker.fail_next_submit = true;
+    // The caller (`Wake::unpark`) writes the eventfd when this says false.
+    assert!(
+        !waker.send_wake(&target.wake.clone()),
+        "a refused submit must fall back to the eventfd"
+    );
+    assert!(waker.send_wake(&target.wake.clone()));
+    close(waker);
+    close(target);
+}
