@@ -493,3 +493,47 @@ fn completion_burst_beyond_the_cq_loses_nothing_and_shows_in_stats() {
         }
     });
 }
+
+/// Sockets handed out of `block_on` and dropped after it (their shard is
+/// not turning), or after the runtime: on io_uring their multishot ops
+/// once made the drop shut them down and leak the fd for good. Now the
+/// shard releases them at its next turn, and a runtime that is gone lets
+/// them close at once. Fails under `ringshard_broken="leak_dropped_off_shard"`.
+#[test]
+fn sockets_dropped_off_their_shard_close_their_fds() {
+    let _serial = serial();
+    each_driver(|builder| {
+        for after_runtime in [false, true] {
+            let baseline = fd_count();
+            let rt = runtime(builder.clone(), 1);
+            let with_runtime = fd_count();
+            let (listener, stream, peer) = rt.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let peer = std::net::TcpStream::connect(addr).unwrap();
+                let (mut stream, _) = listener.accept().await.unwrap();
+                // Arms the listener's multishot accept for the next one,
+                // and the stream's multishot recv.
+                let mut next = Box::pin(listener.accept());
+                assert!(poll_once(&mut next).await.is_pending());
+                drop(next);
+                std::io::Write::write_all(&mut &peer, b"x").unwrap();
+                let (res, _) = stream.read(Vec::with_capacity(8)).await;
+                assert_eq!(res.unwrap(), 1);
+                (listener, stream, peer)
+            });
+            if after_runtime {
+                drop(rt);
+                drop((listener, stream));
+            } else {
+                drop((listener, stream));
+                // The shard's next turn releases them.
+                rt.block_on(sleep(Duration::from_millis(20)));
+                assert_fds_return_to(with_runtime + 1);
+                drop(rt);
+            }
+            drop(peer);
+            assert_fds_return_to(baseline);
+        }
+    });
+}

@@ -188,3 +188,55 @@ fn stolen_tasks_survive_foreign_wakes_and_shutdown() {
         assert!(matches!(poll_now(&mut handle), Poll::Ready(Err(e)) if e.is_cancelled()));
     }
 }
+
+/// A waker that panics when woken: a user bug that escapes the per-task
+/// catch, because the shard's loop (firing a timer) calls it.
+struct PanicOnWake;
+
+impl std::task::Wake for PanicOnWake {
+    fn wake(self: Arc<Self>) {
+        panic!("PanicOnWake woken");
+    }
+}
+
+/// A worker shard whose loop panics is closed: its tasks' handles resolve
+/// as cancelled, `spawn_on` to it gives a cancelled handle at once, and
+/// dropping the runtime does not wait out its deadline. (Before: the
+/// handles waited forever, and `Drop` waited 5 s for the dead shard.)
+#[test]
+fn a_shard_whose_loop_panicked_is_closed_and_its_handles_resolve() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 2);
+        rt.block_on(async {
+            let victim = spawn_on(ShardId::new(1), || async {
+                let mut timer = Box::pin(ringshard::sleep(Duration::from_millis(10)));
+                let waker = Waker::from(Arc::new(PanicOnWake));
+                // The timer now holds the panicking waker.
+                assert!(timer
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending());
+                std::future::pending::<()>().await;
+                drop(timer);
+            });
+            let outcome = ringshard::timeout(Duration::from_secs(5), victim).await;
+            let error = outcome
+                .expect("the dead shard's task handle resolves")
+                .unwrap_err();
+            assert!(error.is_cancelled());
+            let late = spawn_on(ShardId::new(1), || async { 1 });
+            let outcome = ringshard::timeout(Duration::from_secs(5), late).await;
+            let error = outcome
+                .expect("spawn_on to a dead shard resolves")
+                .unwrap_err();
+            assert!(error.is_cancelled());
+        });
+        let began = Instant::now();
+        drop(rt);
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "drop took {:?}",
+            began.elapsed()
+        );
+    });
+}

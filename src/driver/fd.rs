@@ -113,15 +113,22 @@ impl Drop for Inner {
             return;
         };
         // Dropped off its shard (say, after `block_on` returned). A readiness
-        // registration needs nothing more: closing removes it from epoll.
-        // A multishot op may still sit unsubmitted in the ring, naming this
-        // fd number: closing would let a new socket take the number and the
-        // op. Shut the socket down (the peer sees the close, the op ends)
-        // and leak the number instead.
-        if self.multishot.get() {
-            let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
-            std::mem::forget(fd);
+        // registration is closed here (which removes it from epoll); its
+        // shard only forgets the token. A multishot op may still sit
+        // unsubmitted in the ring, naming this fd number: closing it here
+        // would let a new socket take the number and the op. The socket is
+        // shut down (the peer sees the close, the op ends) and the fd goes
+        // to its shard, which releases it at its next turn, or closes here
+        // if that shard has shut down: then nothing is submitted any more.
+        if !self.multishot.get() {
+            drop(fd);
+            return shard::release_on(uid, (None, token));
         }
+        let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        #[cfg(ringshard_broken = "leak_dropped_off_shard")]
+        return std::mem::forget(fd);
+        #[allow(unreachable_code, reason = "after the broken build's return")]
+        shard::release_on(uid, (Some(fd), token));
     }
 }
 

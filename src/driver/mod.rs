@@ -59,6 +59,7 @@ pub(crate) struct DriverStats {
     pub(crate) cq_overflows: u64,
     pub(crate) recv_buffer_shortages: u64,
     pub(crate) recv_pauses: u64,
+    pub(crate) driver_errors: u64,
 }
 
 /// Resources of an op whose future was dropped before its completion; they
@@ -202,6 +203,18 @@ impl Driver {
                 use std::os::fd::AsRawFd;
                 driver.deregister(fd.as_raw_fd(), token);
             }
+        }
+    }
+
+    /// Releases a socket that was dropped off this shard: `fd` as
+    /// [`release`](Driver::release) does, or, when it was closed where it
+    /// was dropped, only its registration.
+    pub(crate) fn release_dropped(&mut self, fd: Option<std::os::fd::OwnedFd>, token: u64) {
+        match (self, fd) {
+            (driver, Some(fd)) => driver.release(fd, token),
+            (Driver::Poll(driver), None) => driver.forget(token),
+            #[cfg(target_os = "linux")]
+            (Driver::Uring(_), None) => {}
         }
     }
 

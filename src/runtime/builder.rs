@@ -1,4 +1,5 @@
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
@@ -432,15 +433,40 @@ fn worker_main(
     let core = Core::new(shared, runtime.clone(), driver, config);
     {
         let _enter = shard::enter(&core);
-        core.run_worker();
+        // Task panics are caught per task; one that escapes the loop (a
+        // user's waker panicking as a timer fires it, say) ends the loop,
+        // and the shard shuts down as if asked: its tasks are dropped
+        // (their handles say cancelled) and it is marked closed, so work
+        // sent to it fails instead of waiting in an inbox nobody drains.
+        let ran = panic::catch_unwind(AssertUnwindSafe(|| core.run_worker()));
+        if let Err(panic) = &ran {
+            eprintln!(
+                "ringshard: shard {index} stopped: its loop panicked ({}); its tasks are cancelled",
+                panic_message(panic)
+            );
+        }
         let deadline = runtime
             .deadline
             .get()
             .copied()
             .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(1));
-        core.shutdown(deadline);
+        let shutdown = panic::catch_unwind(AssertUnwindSafe(|| core.shutdown(deadline)));
+        if shutdown.is_err() {
+            // Whatever is left is leaked; the shard must still read closed.
+            core.shared.close();
+        }
     }
     let _ = done.send(index);
+}
+
+/// The text of a panic's payload, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    match panic.downcast_ref::<&str>() {
+        Some(message) => message,
+        None => panic
+            .downcast_ref::<String>()
+            .map_or("no message", String::as_str),
+    }
 }
 
 /// Names the usual causes of a driver that cannot start, and their fixes.

@@ -28,6 +28,10 @@ pub struct ShardStats {
     /// Times a socket's buffered receive was paused because it held its cap
     /// of unread buffers.
     pub recv_pauses: u64,
+    /// Unexpected errors from the kernel's driver call (`io_uring_enter`
+    /// failing with `EBADR`, `ENOMEM`, ...): each is logged once per errno
+    /// and the shard carries on.
+    pub driver_errors: u64,
 }
 
 /// Per-shard counters, from [`crate::Runtime::stats`].
@@ -63,6 +67,7 @@ impl RuntimeStats {
                 cq_overflows: a.cq_overflows + b.cq_overflows,
                 recv_buffer_shortages: a.recv_buffer_shortages + b.recv_buffer_shortages,
                 recv_pauses: a.recv_pauses + b.recv_pauses,
+                driver_errors: a.driver_errors + b.driver_errors,
             })
     }
 }

@@ -20,7 +20,7 @@ mod shared;
 mod watch;
 
 pub(crate) use registry::Registration;
-pub(crate) use shared::{Config, RuntimeShared, Shared};
+pub(crate) use shared::{release_on, Config, RuntimeShared, Shared};
 pub(crate) use watch::Beacon;
 
 use std::cell::{Cell, RefCell};
@@ -233,10 +233,12 @@ impl Core {
             let _ = shared.stealer.set(deque.stealer());
             deque
         });
+        let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
+        shared::register(uid, &shared);
         Core {
             shared,
             runtime,
-            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            uid,
             run_queue: RefCell::new(VecDeque::with_capacity(config.queue_size)),
             config,
             wheel: RefCell::new(Wheel::new()),
@@ -387,6 +389,9 @@ impl Core {
     /// caller's root future wants polling (it counts as runnable work).
     fn turn(&self, woken: impl Fn() -> bool) {
         self.drain_inbox();
+        if self.shared.has_releases.load(Ordering::Acquire) {
+            self.release_dropped(false);
+        }
         self.check_watches();
         self.fire_timers();
         for _ in 0..BUDGET {
@@ -404,6 +409,16 @@ impl Core {
         }
         self.dispatch_ready();
         self.flush_stats();
+    }
+
+    /// Releases the sockets dropped off this shard (see `fd.rs`) through
+    /// the driver; with `last`, stops taking more.
+    fn release_dropped(&self, last: bool) {
+        let releases = self.shared.take_releases(last);
+        let mut driver = self.driver.borrow_mut();
+        for (fd, token) in releases {
+            driver.release_dropped(fd, token);
+        }
     }
 
     fn drain_inbox(&self) {
@@ -587,6 +602,9 @@ impl Core {
         stats
             .recv_pauses
             .store(driver.recv_pauses, Ordering::Relaxed);
+        stats
+            .driver_errors
+            .store(driver.driver_errors, Ordering::Relaxed);
     }
 
     fn tick_floor(&self, instant: Instant) -> u64 {
@@ -680,7 +698,12 @@ impl Core {
                 break;
             }
         }
+        // Sockets dropped off the shard: their multishot ops are
+        // cancelled and drained with the rest.
+        self.release_dropped(false);
         self.driver.borrow_mut().shutdown(deadline, &mut ready);
+        // Nothing is submitted from here on: later drops close at once.
+        self.release_dropped(true);
         ready.wakers.drain(..).for_each(Waker::wake);
         complete_orphans(&mut ready);
         self.shared.close();
@@ -692,6 +715,15 @@ impl Core {
 
     fn pop_any(&self) -> Option<Runnable> {
         self.next_task().or_else(|| self.shared.inbox.pop())
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        shared::forget(self.uid);
+        // A shard dropped without `shutdown` (its thread unwinding): its
+        // driver is being dropped, which submits nothing more.
+        drop(self.shared.take_releases(true));
     }
 }
 

@@ -1,7 +1,9 @@
 //! The thread-safe half of a shard and of the runtime.
 
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_deque::Stealer;
@@ -60,6 +62,7 @@ pub(crate) struct AtomicStats {
     pub(crate) cq_overflows: AtomicU64,
     pub(crate) recv_buffer_shortages: AtomicU64,
     pub(crate) recv_pauses: AtomicU64,
+    pub(crate) driver_errors: AtomicU64,
 }
 
 impl AtomicStats {
@@ -78,13 +81,53 @@ impl AtomicStats {
             cq_overflows: get(&self.cq_overflows),
             recv_buffer_shortages: get(&self.recv_buffer_shortages),
             recv_pauses: get(&self.recv_pauses),
+            driver_errors: get(&self.driver_errors),
         }
+    }
+}
+
+/// A socket dropped off its shard, for the shard to release: its fd (none
+/// when it could be closed at once) and its driver token.
+pub(crate) type Release = (Option<OwnedFd>, u64);
+
+/// Every live shard by uid, so a socket dropped off its shard can find it.
+static SHARDS: Mutex<BTreeMap<u64, Weak<Shared>>> = Mutex::new(BTreeMap::new());
+
+fn shards() -> std::sync::MutexGuard<'static, BTreeMap<u64, Weak<Shared>>> {
+    SHARDS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Makes `shared` findable by its `uid` (until [`forget`]).
+pub(crate) fn register(uid: u64, shared: &Arc<Shared>) {
+    shards().insert(uid, Arc::downgrade(shared));
+}
+
+/// The shard `uid` is gone.
+pub(crate) fn forget(uid: u64) {
+    shards().remove(&uid);
+}
+
+/// Hands a socket dropped off its shard to shard `uid`. Once that shard
+/// stopped taking releases (or is gone), nothing can submit to its driver
+/// any more, and the fd simply closes here.
+pub(crate) fn release_on(uid: u64, release: Release) {
+    let shard = shards().get(&uid).and_then(Weak::upgrade);
+    match shard {
+        Some(shard) => shard.release(release),
+        None => drop(release),
     }
 }
 
 /// The one thread-safe door into a shard.
 pub(crate) struct Shared {
     pub(crate) index: usize,
+    /// Sockets dropped off this shard, released at its next turn; `None`
+    /// once the shard has shut its driver down.
+    releases: Mutex<Option<Vec<Release>>>,
+    /// `releases` holds something: checked once a turn without the lock.
+    pub(crate) has_releases: AtomicBool,
     /// Tasks woken or spawned from other threads, drained once per turn.
     pub(crate) inbox: SegQueue<Runnable>,
     /// Set while the shard is (about to be) blocked in its driver; a remote
@@ -104,6 +147,8 @@ impl Shared {
     pub(crate) fn new(index: usize, unparker: Unparker) -> Shared {
         Shared {
             index,
+            releases: Mutex::new(Some(Vec::new())),
+            has_releases: AtomicBool::new(false),
             inbox: SegQueue::new(),
             parked: CachePadded::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
@@ -121,6 +166,49 @@ impl Shared {
             // drop the (possibly !Send) future, so the task is leaked.
             std::mem::forget(runnable);
             return;
+        }
+        self.inbox.push(runnable);
+        self.unpark_if_parked();
+    }
+
+    fn lock_releases(&self) -> std::sync::MutexGuard<'_, Option<Vec<Release>>> {
+        self.releases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a socket dropped off this shard for its next turn (waking it
+    /// if parked); closes it at once if the shard has shut down.
+    fn release(&self, release: Release) {
+        let mut releases = self.lock_releases();
+        let Some(queue) = releases.as_mut() else {
+            drop(releases);
+            return drop(release);
+        };
+        queue.push(release);
+        self.has_releases.store(true, Ordering::Release);
+        drop(releases);
+        self.unpark_if_parked();
+    }
+
+    /// The sockets to release now; with `last`, the shard stops taking
+    /// them (later ones close where they are dropped).
+    pub(crate) fn take_releases(&self, last: bool) -> Vec<Release> {
+        let mut releases = self.lock_releases();
+        self.has_releases.store(false, Ordering::Relaxed);
+        match last {
+            true => releases.take().unwrap_or_default(),
+            false => releases.as_mut().map(std::mem::take).unwrap_or_default(),
+        }
+    }
+
+    /// Hands a task that was never polled to this shard from another
+    /// thread (`spawn_on`). If the shard has stopped, the task is dropped
+    /// here (its future is only the `Send` closure that would build the
+    /// real one), so its handle says cancelled instead of waiting forever.
+    pub(crate) fn push_new(&self, runnable: Runnable) {
+        if self.closed.load(Ordering::Acquire) {
+            return drop(runnable);
         }
         self.inbox.push(runnable);
         self.unpark_if_parked();

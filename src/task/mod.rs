@@ -149,6 +149,9 @@ where
 /// `submit_to`). The closure must be `Send`; the future it returns may be
 /// `!Send`; its output comes back through the `Send` [`JoinHandle`].
 ///
+/// A shard that has stopped (its loop panicked, or the runtime is shutting
+/// down) runs nothing more: the handle then gives a cancelled [`JoinError`].
+///
 /// # Panics
 ///
 /// When called outside a ringshard runtime, or when `shard` is not a shard of
@@ -187,7 +190,7 @@ where
             make().await
         };
         let (runnable, handle) = create(target.clone(), lazy, false);
-        target.push_remote(runnable);
+        target.push_new(runnable);
         handle
     })
     .expect("ringshard::spawn_on called outside a ringshard runtime")

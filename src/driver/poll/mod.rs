@@ -112,14 +112,23 @@ impl PollDriver {
     /// Forgets `fd`'s registration; called just before the fd closes.
     pub(crate) fn deregister(&mut self, fd: RawFd, token: u64) {
         if self.registration(token).is_some() {
+            self.forget(token);
+            // Closing the fd removes it from epoll anyway; deregistering
+            // first also covers an fd a child process still holds open.
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    /// Forgets the registration of an fd already closed elsewhere (closing
+    /// removed it from epoll; its number may already name a new socket,
+    /// which must keep its own registration).
+    pub(crate) fn forget(&mut self, token: u64) {
+        if self.registration(token).is_some() {
             let (index, _) = split(token);
             let registration = self.registrations.remove(index);
             for (_, (_, waker)) in registration.waiters {
                 self.ready.wakers.extend(waker);
             }
-            // Closing the fd removes it from epoll anyway; deregistering
-            // first also covers an fd a child process still holds open.
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
     }
 
@@ -216,7 +225,15 @@ impl PollDriver {
     fn poll_events(&mut self, timeout: Option<Duration>) {
         self.stats.enters += 1;
         // EINTR is a spurious wake; the shard loop simply turns again.
-        if self.poll.poll(&mut self.events, timeout).is_err() {
+        if let Err(error) = self.poll.poll(&mut self.events, timeout) {
+            if error.kind() != io::ErrorKind::Interrupted {
+                // Counted, logged once, and never a panic (see the uring
+                // driver's `enter_failed`).
+                self.stats.driver_errors += 1;
+                if self.stats.driver_errors == 1 {
+                    eprintln!("ringshard: epoll_wait failed: {error} (counted in ShardStats::driver_errors; logged once)");
+                }
+            }
             return;
         }
         for event in self.events.iter() {

@@ -209,9 +209,14 @@ pub(crate) struct UringDriver {
     woken: bool,
     ready: Ready,
     pub(crate) stats: DriverStats,
+    /// The errnos of unexpected enter errors already logged.
+    logged_errors: Vec<i32>,
     /// Tests: the next `submit_queued` fails as if the kernel refused.
     #[cfg(test)]
     fail_next_submit: bool,
+    /// Tests: the next `enter` fails with this errno.
+    #[cfg(test)]
+    fail_next_enter: Option<i32>,
 }
 
 impl UringDriver {
@@ -261,8 +266,11 @@ impl UringDriver {
             woken: false,
             ready: Ready::default(),
             stats: DriverStats::default(),
+            logged_errors: Vec::new(),
             #[cfg(test)]
             fail_next_submit: false,
+            #[cfg(test)]
+            fail_next_enter: None,
             ring,
         })
     }
@@ -618,13 +626,43 @@ impl UringDriver {
                 }
             }
         };
+        #[cfg(test)]
+        let result = match self.fail_next_enter.take() {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => result,
+        };
         if let Err(error) = result {
             match error.raw_os_error() {
                 // Timeout, signal, or completions must be reaped before more
                 // can be submitted: the caller reaps next and turns again.
                 Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
-                _ => panic!("io_uring_enter failed: {error}"),
+                _ => self.enter_failed(&error, want > 0),
             }
+        }
+    }
+
+    /// An `io_uring_enter` error the loop does not expect: `EBADR` (the
+    /// kernel dropped completions under memory pressure), `ENOMEM`, `ENXIO`
+    /// (the ring is being torn down), ... The shard must not die of it: it
+    /// is counted (`ShardStats::driver_errors`) and logged once per errno,
+    /// and the caller turns again. No op can be failed for it: the kernel
+    /// may still own their memory, and `EBADR` does not say which
+    /// completion was lost. A park that failed waits a little instead, so
+    /// a ring that keeps failing does not spin its core.
+    #[cold]
+    fn enter_failed(&mut self, error: &io::Error, parking: bool) {
+        self.stats.driver_errors += 1;
+        let errno = error.raw_os_error().unwrap_or(0);
+        if !self.logged_errors.contains(&errno) {
+            self.logged_errors.push(errno);
+            let what = match errno {
+                libc::EBADR => "; the kernel dropped completions, some ops may never complete",
+                _ => "",
+            };
+            eprintln!("ringshard: io_uring_enter failed: {error}{what} (counted in ShardStats::driver_errors; logged once)");
+        }
+        if parking {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -329,3 +329,26 @@ fn a_message_the_kernel_did_not_take_is_not_counted_as_a_wake() {
     close(waker);
     close(target);
 }
+
+/// An unexpected `io_uring_enter` errno once panicked the shard; it is
+/// counted and the driver goes on.
+#[test]
+fn an_unexpected_enter_error_is_counted_not_a_panic() {
+    let mut driver = UringDriver::new(options()).expect("ring");
+    for (round, errno) in [libc::EBADR, libc::ENXIO, libc::EBADR]
+        .into_iter()
+        .enumerate()
+    {
+        driver.fail_next_enter = Some(errno);
+        driver.park(Some(Duration::from_millis(1)));
+        assert_eq!(driver.stats.driver_errors, round as u64 + 1);
+    }
+    assert_eq!(
+        driver.logged_errors,
+        [libc::EBADR, libc::ENXIO],
+        "once per errno"
+    );
+    // Still a working ring.
+    driver.park(Some(Duration::from_millis(1)));
+    close(driver);
+}
