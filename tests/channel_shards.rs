@@ -145,11 +145,13 @@ fn nested_block_on<F: std::future::Future>(future: F, limit: Duration) -> Option
         if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return Some(output);
         }
+        // Only a wake ends the wait: a poll after the deadline does not
+        // count.
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        std::thread::park_timeout(left);
+        if Instant::now() >= deadline {
             return None;
         }
-        std::thread::park_timeout(left);
     }
 }
 
@@ -162,12 +164,17 @@ fn a_receiver_under_a_nested_executor_is_woken_by_its_own_waker() {
         let rt = runtime(builder.spin_before_park(Duration::from_millis(1)), 1);
         rt.block_on(async {
             let (tx, mut rx) = ringshard::bounded::<u32>(4);
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
             let sender = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(50));
                 tx.blocking_send(7).unwrap();
+                // The sender lives on: its drop would wake the receiver
+                // whatever way it waits.
+                let _ = done_rx.recv_timeout(Duration::from_secs(10));
             });
             let task = spawn(async move { nested_block_on(rx.recv(), Duration::from_secs(5)) });
             let got = task.await.unwrap();
+            done_tx.send(()).unwrap();
             sender.join().unwrap();
             assert_eq!(
                 got,

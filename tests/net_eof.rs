@@ -12,29 +12,33 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use common::{each_driver, pattern, runtime};
-use ringshard::net::TcpListener;
+use ringshard::net::{TcpListener, TcpStream};
 use ringshard::{sleep, spawn, timeout};
 
 /// How long a read that should see the end may take.
 const BOUND: Duration = Duration::from_secs(5);
 
+/// The stream is registered with epoll by its `connect`; the peer's
+/// bytes and FIN then come in one event while nobody reads, and the first
+/// read comes up short.
 #[test]
 fn eof_sent_with_the_last_bytes_is_seen_by_every_later_read() {
     each_driver(|builder| {
         let rt = runtime(builder, 1);
         rt.block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let peer = std::thread::spawn(move || {
-                let mut peer = std::net::TcpStream::connect(addr).unwrap();
+                let (mut peer, _) = listener.accept().unwrap();
                 peer.write_all(b"hello").unwrap();
                 peer.shutdown(Shutdown::Write).unwrap();
-                // Hold the socket until the server is done.
+                // Hold the socket until the client is done.
                 let mut rest = Vec::new();
                 peer.read_to_end(&mut rest).unwrap();
             });
-            let (mut stream, _) = listener.accept().await.unwrap();
-            // Both the bytes and the FIN are there before the first read.
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            // Both the bytes and the FIN arrive, and their event is
+            // collected, before the first read.
             sleep(Duration::from_millis(50)).await;
             let (res, buf) = stream.read(Vec::with_capacity(64)).await;
             assert_eq!(res.unwrap(), 5);
@@ -85,6 +89,9 @@ fn twenty_peers_sending_then_closing_all_reach_eof() {
                     let mut total = 0;
                     let mut buf = Vec::with_capacity(64 * 1024);
                     loop {
+                        // A slow reader: the last bytes and the FIN come
+                        // in one event while it sleeps.
+                        sleep(Duration::from_millis(1)).await;
                         buf.clear();
                         let (res, back) = stream.read(buf).await;
                         buf = back;

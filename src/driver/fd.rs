@@ -7,10 +7,11 @@
 //! arrives. Until then the number cannot be handed to a new socket, so no op
 //! ever lands on a socket it was not meant for.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use crate::shard;
 
@@ -34,6 +35,26 @@ struct Inner {
     registration: Cell<Option<(u64, u64)>>,
     /// The registration is an io_uring multishot op armed on the socket.
     multishot: Cell<bool>,
+    /// What dropped stream reads left behind (see [`Late`]); `None` in the
+    /// common case, so a read checks one word.
+    late: RefCell<Option<Box<Late>>>,
+}
+
+/// The bytes of stream reads whose futures were dropped while the kernel
+/// was filling their buffer (one-shot recvs on io_uring): the late
+/// completion's bytes are kept here for the socket's next read, so a
+/// dropped read never loses data. Reads wait while such a recv is still
+/// in flight (its cancel was queued with the drop), so bytes come out in
+/// the order the socket received them.
+#[derive(Default)]
+struct Late {
+    bytes: Vec<u8>,
+    /// How much of `bytes` was read already.
+    start: usize,
+    /// Dropped reads the kernel has not completed yet.
+    in_flight: usize,
+    /// The read waiting for them.
+    waker: Option<Waker>,
 }
 
 impl SharedFd {
@@ -50,6 +71,7 @@ impl SharedFd {
                 blocking: Cell::new(blocking),
                 registration: Cell::new(None),
                 multishot: Cell::new(false),
+                late: RefCell::new(None),
             }),
         }
     }
@@ -93,6 +115,84 @@ impl SharedFd {
     pub(crate) fn clear_registration(&self) {
         self.inner.registration.set(None);
         self.inner.multishot.set(false);
+    }
+
+    /// A stream read on this socket was dropped while in flight; its
+    /// result comes to [`late_end`](SharedFd::late_end).
+    pub(crate) fn late_begin(&self) {
+        self.inner
+            .late
+            .borrow_mut()
+            .get_or_insert_default()
+            .in_flight += 1;
+    }
+
+    /// A dropped stream read completed: `bytes` is what the kernel wrote
+    /// into its buffer (nothing if it failed or was cancelled in time).
+    pub(crate) fn late_end(&self, bytes: &[u8]) {
+        let mut late = self.inner.late.borrow_mut();
+        let Some(state) = late.as_mut() else {
+            return;
+        };
+        state.in_flight = state.in_flight.saturating_sub(1);
+        #[cfg(not(ringshard_broken = "drop_late_bytes"))]
+        state.bytes.extend_from_slice(bytes);
+        #[cfg(ringshard_broken = "drop_late_bytes")]
+        let _ = bytes;
+        let waker = state.waker.take();
+        drop(late);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether dropped reads left anything to read or wait for.
+    pub(crate) fn has_late(&self) -> bool {
+        self.inner.late.borrow().is_some()
+    }
+
+    /// Copies up to `len` bytes that dropped reads left into `dst`:
+    /// `Ready(Some(n))` with `n > 0`, `Ready(None)` when there is nothing
+    /// (the read goes on as usual), `Pending` while a dropped read is still
+    /// in flight.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for `len` bytes of writes.
+    pub(crate) unsafe fn poll_late(
+        &self,
+        cx: &mut Context<'_>,
+        dst: *mut u8,
+        len: usize,
+    ) -> Poll<Option<usize>> {
+        let mut late = self.inner.late.borrow_mut();
+        let Some(state) = late.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let available = &state.bytes[state.start..];
+        if !available.is_empty() && len > 0 {
+            let n = available.len().min(len);
+            // SAFETY: `dst` has room for `len >= n` bytes (the caller's
+            // contract), and it cannot overlap our own vector.
+            unsafe { std::ptr::copy_nonoverlapping(available.as_ptr(), dst, n) };
+            state.start += n;
+            if state.start == state.bytes.len() {
+                state.bytes.clear();
+                state.start = 0;
+                if state.in_flight == 0 {
+                    *late = None;
+                }
+            }
+            return Poll::Ready(Some(n));
+        }
+        if state.in_flight > 0 {
+            state.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if available.is_empty() {
+            *late = None;
+        }
+        Poll::Ready(None)
     }
 }
 

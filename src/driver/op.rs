@@ -41,6 +41,10 @@ pub(crate) trait OpCode: Unpin + 'static {
     /// The socket the op works on.
     fn fd(&self) -> &SharedFd;
 
+    /// The op's future was dropped while the kernel has it: its result
+    /// will come to [`complete_orphan`](OpCode::complete_orphan).
+    fn abandoned(&self) {}
+
     /// Receives the result of an op whose future was dropped before it
     /// completed, when the kernel is done with it. The default only drops
     /// the resources (freeing a buffer, releasing the fd clone).
@@ -282,6 +286,26 @@ impl<B: IoBufMut> OpCode for Recv<B> {
 
     fn fd(&self) -> &SharedFd {
         &self.fd
+    }
+
+    /// A dropped stream read keeps its bytes for the socket's next read.
+    fn abandoned(&self) {
+        if self.stream {
+            self.fd.late_begin();
+        }
+    }
+
+    fn complete_orphan(mut self, result: i32) {
+        if !self.stream {
+            // A datagram whose read was dropped is dropped with it.
+            return;
+        }
+        let received = usize::try_from(result).unwrap_or(0);
+        let (ptr, len) = self.target();
+        // SAFETY: the kernel wrote `received <= len` bytes at `ptr`, where
+        // `target` pointed the SQE, and is done with the buffer.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr, received.min(len)) };
+        self.fd.late_end(bytes);
     }
 }
 

@@ -56,7 +56,32 @@ async fn read_buffered<B: IoBufMut>(
     }
 }
 
+/// Reads into `buf[offset..capacity]` what dropped reads left on the socket
+/// (see `SharedFd::late_begin`), waiting while one is still in flight;
+/// `None` when there is nothing, and the read goes on as usual.
+async fn read_late<B: IoBufMut>(fd: &SharedFd, buf: &mut B, offset: usize) -> Option<usize> {
+    if !fd.has_late() {
+        return None;
+    }
+    std::future::poll_fn(|cx| {
+        let total = buf.bytes_total();
+        let offset = offset.min(total);
+        // SAFETY: `offset <= total`, inside the buffer's writable memory,
+        // which has `total - offset` bytes from there.
+        let polled = unsafe { fd.poll_late(cx, buf.write_ptr().add(offset), total - offset) };
+        if let Poll::Ready(Some(n)) = polled {
+            // SAFETY: `n` bytes after `offset` were just copied in.
+            unsafe { buf.set_init(offset + n) };
+        }
+        polled
+    })
+    .await
+}
+
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufResult<usize, B> {
+    if let Some(n) = read_late(fd, &mut buf, 0).await {
+        return (Ok(n), buf);
+    }
     if let Some(result) = read_buffered(fd, &mut buf, 0).await {
         return (result, buf);
     }
@@ -87,6 +112,10 @@ pub(crate) async fn read_exact<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufRes
     let total = buf.bytes_total();
     let mut offset = 0;
     while offset < total {
+        if let Some(n) = read_late(fd, &mut buf, offset).await {
+            offset += n;
+            continue;
+        }
         if let Some(result) = read_buffered(fd, &mut buf, offset).await {
             match result {
                 Ok(0) => {
@@ -182,18 +211,24 @@ macro_rules! stream_io_methods {
         ///
         /// # Cancel safety
         ///
-        /// Dropping the future before it completes loses no memory safety:
-        /// the runtime keeps `buf` until the kernel is done with it, then
-        /// frees it (io_uring cancels the read). Bytes the kernel placed in
-        /// `buf` after the drop are lost with it; bytes not yet read stay in
-        /// the socket for the next read.
+        /// Cancel safe: dropping the future before it completes loses no
+        /// data, in every mode, and no memory safety.
         ///
-        /// With buffered reads (io_uring's default, see
-        /// [`Builder::buffered_reads`](crate::Builder::buffered_reads)) `buf`
-        /// is normally not lent to the kernel: the bytes are copied in when
-        /// the read completes, so a dropped read loses nothing. The
-        /// exception is a read made while the shard's buffers have run out,
-        /// which goes to the kernel unbuffered, as above.
+        /// - With buffered reads (io_uring's default, see
+        ///   [`Builder::buffered_reads`](crate::Builder::buffered_reads))
+        ///   and on epoll, `buf` is not lent to the kernel: bytes are
+        ///   copied in only when the read completes, and stay in the
+        ///   socket (or the shard's buffers) otherwise.
+        /// - Unbuffered on io_uring (and when the shard's buffers have run
+        ///   out), the kernel writes into `buf`: the runtime keeps `buf`
+        ///   until the kernel is done with it (cancelling the read), and
+        ///   bytes it received by then are kept and returned, first and in
+        ///   order, by the next read of this socket; `buf` is then freed.
+        ///
+        /// The one exception: a read future dropped off its shard (after
+        /// `block_on` returned, say) cannot reach its driver, so its `buf`
+        /// is leaked rather than freed under the kernel, with whatever the
+        /// kernel put there.
         pub async fn read<B: $crate::buf::IoBufMut>(
             &mut self,
             buf: B,

@@ -160,6 +160,19 @@ fn stress_many_threads_into_an_unbounded_channel() {
     senders.into_iter().for_each(|s| s.join().unwrap());
 }
 
+/// Runs `f` on a thread and returns its result, failing the test if it
+/// takes more than 10 s (a drain that never ends).
+fn within<T: std::marker::Send + 'static>(
+    f: impl FnOnce() -> T + std::marker::Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the receiver never saw the end")
+}
+
 /// tokio's drain idiom: after `close`, `recv` gives what was sent and then
 /// `None`, though a sender still lives; `try_recv` says `Disconnected`.
 #[test]
@@ -169,10 +182,13 @@ fn close_then_drain_ends_with_none_while_senders_live() {
     tx.try_send(2).unwrap();
     rx.close();
     assert!(tx.try_send(3).is_err());
-    let mut got = Vec::new();
-    while let Some(v) = rx.blocking_recv() {
-        got.push(v);
-    }
+    let (got, mut rx) = within(move || {
+        let mut got = Vec::new();
+        while let Some(v) = rx.blocking_recv() {
+            got.push(v);
+        }
+        (got, rx)
+    });
     assert_eq!(got, [1, 2]);
     assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
 
@@ -180,8 +196,8 @@ fn close_then_drain_ends_with_none_while_senders_live() {
     utx.send(1).unwrap();
     urx.close();
     assert!(utx.send(2).is_err());
-    assert_eq!(urx.blocking_recv(), Some(1));
-    assert_eq!(urx.blocking_recv(), None);
+    let (got, mut urx) = within(move || ((urx.blocking_recv(), urx.blocking_recv()), urx));
+    assert_eq!(got, (Some(1), None));
     assert_eq!(urx.try_recv(), Err(TryRecvError::Disconnected));
     drop((tx, utx));
 }
@@ -215,13 +231,16 @@ fn a_send_racing_the_close_is_refused_or_received_never_lost() {
         }
         rx.close();
         urx.close();
-        let mut received = (0, 0);
-        while rx.blocking_recv().is_some() {
-            received.0 += 1;
-        }
-        while urx.blocking_recv().is_some() {
-            received.1 += 1;
-        }
+        let received = within(move || {
+            let mut received = (0, 0);
+            while rx.blocking_recv().is_some() {
+                received.0 += 1;
+            }
+            while urx.blocking_recv().is_some() {
+                received.1 += 1;
+            }
+            received
+        });
         let sent = senders
             .into_iter()
             .map(|s| s.join().unwrap())

@@ -212,11 +212,12 @@ pub(crate) fn abandon<T: Operation>(uid: u64, key: OpKey, op: T) {
         drop(op);
         return;
     }
-    let mut orphan: Option<Box<dyn Orphan>> = Some(Box::new(op));
+    let mut op = Some(op);
     let done = shard::with_driver_of(uid, |driver| match driver {
         Driver::Uring(uring) => {
-            let orphan = orphan.take().expect("taken once");
-            uring.abandon(key, orphan, true)
+            let op = op.take().expect("taken once");
+            op.abandoned();
+            uring.abandon(key, Box::new(op), true)
         }
         #[allow(unreachable_patterns, reason = "one backend on some targets")]
         _ => None,
@@ -225,8 +226,9 @@ pub(crate) fn abandon<T: Operation>(uid: u64, key: OpKey, op: T) {
         orphan.complete(result);
     }
     // Not on its shard, or its driver is busy: the kernel may still write
-    // into the resources, so they are leaked, never freed.
-    if let Some(orphan) = orphan {
-        std::mem::forget(orphan);
+    // into the resources, so they are leaked, never freed (and what a
+    // read received there is lost with them).
+    if let Some(op) = op {
+        std::mem::forget(op);
     }
 }
