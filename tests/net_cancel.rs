@@ -598,3 +598,36 @@ fn reads_dropped_in_flight_lose_no_byte_in_any_mode() {
         assert!(received == *data, "bytes out of order");
     });
 }
+
+/// The deterministic form: a read whose recv completed (the shard reaped
+/// it) but whose future was dropped before it saw the result. Its bytes
+/// come back, first and in order, from the next read. Fails on the old
+/// code in one-shot mode (the bytes were freed with the orphaned buffer),
+/// and under `ringshard_broken="drop_late_bytes"`.
+#[test]
+fn a_read_completed_but_dropped_hands_its_bytes_to_the_next_read() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 1);
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut peer = std::net::TcpStream::connect(addr).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut read = Box::pin(stream.read(Vec::with_capacity(64)));
+            assert!(poll_once(&mut read).await.is_pending());
+            std::io::Write::write_all(&mut peer, b"first").unwrap();
+            // The shard turns and reaps the recv; nobody polls `read`.
+            sleep(Duration::from_millis(50)).await;
+            drop(read);
+            std::io::Write::write_all(&mut peer, b"second").unwrap();
+            let mut got = Vec::new();
+            while got.len() < 11 {
+                let read = timeout(Duration::from_secs(5), stream.read(Vec::with_capacity(64)));
+                let (res, buf) = read.await.expect("the next read hung");
+                assert!(res.unwrap() > 0);
+                got.extend_from_slice(&buf);
+            }
+            assert_eq!(got, b"firstsecond");
+        });
+    });
+}

@@ -117,13 +117,10 @@ fn detach(node: &Node) {
     let mut next = node.parent.clone();
     while let Some((parent, key)) = next.take() {
         let mut lists = parent.lock();
-        #[cfg(not(ringshard_broken = "detach_by_key"))]
         let ours = lists
             .children
             .get(key)
             .is_some_and(|slot| std::ptr::eq(Arc::as_ptr(slot), child));
-        #[cfg(ringshard_broken = "detach_by_key")]
-        let ours = lists.children.contains(key);
         if !ours {
             // Already gone: whoever removed it also saw to the parent.
             break;
@@ -333,7 +330,6 @@ mod tests {
 
     /// A cancelled node that already left its parent must not, when its
     /// own last child goes, remove the sibling that reused its slot.
-    /// Fails under `ringshard_broken="detach_by_key"`.
     #[test]
     fn a_detached_node_never_removes_a_sibling_that_took_its_slot() {
         let root = CancellationToken::new();

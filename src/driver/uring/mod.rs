@@ -298,11 +298,13 @@ impl UringDriver {
     /// Hands the queued SQEs to the kernel without waiting; false if the
     /// kernel refused.
     fn submit_queued(&mut self) -> bool {
+        let result = self.ring.submit();
         #[cfg(test)]
-        if std::mem::take(&mut self.fail_next_submit) {
-            return false;
-        }
-        self.ring.submit().is_ok()
+        let result = match std::mem::take(&mut self.fail_next_submit) {
+            true => Err(io::Error::from_raw_os_error(libc::EBUSY)),
+            false => result,
+        };
+        result.is_ok()
     }
 
     /// Submits `sqe` as a new op; its resources must stay valid until the
