@@ -218,6 +218,16 @@ impl Driver {
         }
     }
 
+    /// The optional features the kernel refused, which this driver runs
+    /// without (empty on the readiness driver).
+    pub(crate) fn features_off(&self) -> Vec<&'static str> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(driver) => driver.features_off.clone(),
+            Driver::Poll(_) => Vec::new(),
+        }
+    }
+
     pub(crate) fn stats(&self) -> DriverStats {
         match self {
             #[cfg(target_os = "linux")]

@@ -314,6 +314,7 @@ impl Builder {
     /// thread that made it).
     fn start(&self, kind: DriverKind, shards: usize, cpus: &[usize]) -> io::Result<Runtime> {
         let (driver, unparker) = Driver::new(kind, self.driver_options())?;
+        let features_off = driver.features_off();
         let mut all = vec![Arc::new(Shared::new(0, unparker))];
         let (done_tx, done) = mpsc::channel();
         let mut workers = Vec::with_capacity(shards - 1);
@@ -384,14 +385,22 @@ impl Builder {
             driver,
             self.config(),
         );
-        Ok(Runtime::from_parts(
+        if !features_off.is_empty() {
+            eprintln!(
+                "ringshard: this kernel lacks {}; io_uring runs without (see Runtime's Debug)",
+                features_off.join(", ")
+            );
+        }
+        let mut runtime = Runtime::from_parts(
             shared,
             core,
             workers,
             done,
             kind,
             self.pin_threads.then(|| cpus[0]),
-        ))
+        );
+        runtime.features_off = features_off;
+        Ok(runtime)
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Runtime {
     workers: Vec<Worker>,
     done: mpsc::Receiver<usize>,
     kind: DriverKind,
+    /// Optional driver features the kernel refused (logged once at build).
+    features_off: Vec<&'static str>,
     cpu0: Option<usize>,
     shut_down: bool,
     _not_send: PhantomData<*const ()>,
@@ -75,6 +77,7 @@ impl Runtime {
             workers,
             done,
             kind,
+            features_off: Vec::new(),
             cpu0,
             shut_down: false,
             _not_send: PhantomData,
@@ -238,6 +241,7 @@ impl std::fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("shards", &self.shards())
             .field("driver", &self.kind)
+            .field("features_off", &self.features_off)
             .finish()
     }
 }

@@ -211,6 +211,8 @@ pub(crate) struct UringDriver {
     pub(crate) stats: DriverStats,
     /// The errnos of unexpected enter errors already logged.
     logged_errors: Vec<i32>,
+    /// The features this kernel lacks, which the driver runs without.
+    pub(crate) features_off: Vec<&'static str>,
     /// Tests: the next `submit_queued` fails as if the kernel refused.
     #[cfg(test)]
     fail_next_submit: bool,
@@ -237,6 +239,14 @@ impl UringDriver {
         };
         let probe = probe_opcodes(&ring)?;
         let msg_ring = tuning.msg_ring && wake::can_message(&ring, &probe);
+        // What the kernel refused of what the tuning asked for.
+        let mut features_off = Vec::new();
+        if tuning.setup == 0 && !ring.params().is_setup_single_issuer() {
+            features_off.push("SINGLE_ISSUER|DEFER_TASKRUN");
+        }
+        if tuning.msg_ring && !msg_ring {
+            features_off.push("MSG_RING wakes");
+        }
         if entries < options.entries {
             eprintln!(
                 "ringshard: io_uring ring sized down from {} to {entries} entries to fit \
@@ -267,6 +277,7 @@ impl UringDriver {
             ready: Ready::default(),
             stats: DriverStats::default(),
             logged_errors: Vec::new(),
+            features_off,
             #[cfg(test)]
             fail_next_submit: false,
             #[cfg(test)]
