@@ -79,6 +79,11 @@ async fn read_late<B: IoBufMut>(fd: &SharedFd, buf: &mut B, offset: usize) -> Op
 }
 
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufResult<usize, B> {
+    if buf.bytes_total() == 0 {
+        // Nothing to read into: at once, as tokio does (a zero-length recv
+        // on io_uring would wait for data it cannot take).
+        return (Ok(0), buf);
+    }
     if let Some(n) = read_late(fd, &mut buf, 0).await {
         return (Ok(n), buf);
     }

@@ -16,6 +16,8 @@ const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 const MAX_SHARDS: usize = 4096;
 /// io_uring's limit on submission queue entries (`IORING_MAX_ENTRIES`).
 const MAX_IO_ENTRIES: u32 = 32_768;
+/// The longest spin before parking.
+const MAX_SPIN: Duration = Duration::from_secs(1);
 /// The largest initial run queue: 8 MiB of task pointers per shard. The
 /// queue grows past it as needed; this only bounds what `build` allocates.
 const MAX_QUEUE_SIZE: usize = 1 << 20;
@@ -181,7 +183,7 @@ impl Builder {
     /// shards then flows without a syscall or a thread wake-up per message;
     /// a shard with no cross-shard traffic never spins, and one whose spin
     /// found nothing parks at once next time. Default 20 µs; zero turns it
-    /// off. I/O completions are collected before the spin and after it.
+    /// off; at most 1 s (`build` refuses more). I/O completions are collected before the spin and after it.
     pub fn spin_before_park(mut self, spin: Duration) -> Builder {
         self.spin_before_park = spin;
         self
@@ -243,6 +245,13 @@ impl Builder {
             return invalid(format!(
                 "ringshard: io_entries({}) must be between 1 and {MAX_IO_ENTRIES}",
                 self.io_entries
+            ));
+        }
+        if self.spin_before_park > MAX_SPIN {
+            return invalid(format!(
+                "ringshard: spin_before_park({:?}) exceeds {MAX_SPIN:?}; a spin is meant to be \
+                 short (to never park, use enable_parking(false))",
+                self.spin_before_park
             ));
         }
         if self.queue_size > MAX_QUEUE_SIZE {

@@ -205,7 +205,11 @@ impl Runtime {
             return;
         }
         self.shut_down = true;
-        let deadline = Instant::now() + timeout;
+        // `Duration::MAX` means no deadline: a far one.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         let _ = self.shared.deadline.set(deadline);
         for shard in &self.shared.shards[1..] {
             shard.request_shutdown();
