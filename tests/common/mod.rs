@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod proxy;
+
 use std::time::Duration;
 
 use ringshard::{Builder, DriverKind, DriverType, Runtime};
