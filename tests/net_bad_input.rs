@@ -131,14 +131,14 @@ fn connect_refused_and_address_in_use_are_their_error_kinds() {
             );
 
             let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-            let error = TcpListener::bind(taken.local_addr().unwrap())
-                .err()
-                .expect("the address is taken");
+            let Err(error) = TcpListener::bind(taken.local_addr().unwrap()) else {
+                panic!("the address is taken");
+            };
             assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{error}");
             let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let error = UdpSocket::bind(udp.local_addr().unwrap())
-                .err()
-                .expect("the address is taken");
+            let Err(error) = UdpSocket::bind(udp.local_addr().unwrap()) else {
+                panic!("the address is taken");
+            };
             assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{error}");
         });
     });

@@ -105,12 +105,9 @@ fn twenty_peers_sending_then_closing_all_reach_eof() {
             let mut reached = 0;
             let deadline = ringshard::time::Instant::now() + Duration::from_secs(20);
             for reader in readers {
-                match ringshard::time::timeout_at(deadline, reader).await {
-                    Ok(total) => {
-                        assert_eq!(total.unwrap(), BYTES);
-                        reached += 1;
-                    }
-                    Err(_) => {}
+                if let Ok(total) = ringshard::time::timeout_at(deadline, reader).await {
+                    assert_eq!(total.unwrap(), BYTES);
+                    reached += 1;
                 }
             }
             assert_eq!(reached, PEERS, "streams that saw EOF");

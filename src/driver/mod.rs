@@ -60,6 +60,8 @@ pub(crate) struct DriverStats {
     pub(crate) recv_buffer_shortages: u64,
     pub(crate) recv_pauses: u64,
     pub(crate) driver_errors: u64,
+    /// A gauge: ops the driver holds now.
+    pub(crate) in_flight: u64,
 }
 
 /// Resources of an op whose future was dropped before its completion; they
@@ -231,8 +233,14 @@ impl Driver {
     pub(crate) fn stats(&self) -> DriverStats {
         match self {
             #[cfg(target_os = "linux")]
-            Driver::Uring(driver) => driver.stats,
-            Driver::Poll(driver) => driver.stats,
+            Driver::Uring(driver) => DriverStats {
+                in_flight: driver.in_flight(),
+                ..driver.stats
+            },
+            Driver::Poll(driver) => DriverStats {
+                in_flight: driver.in_flight(),
+                ..driver.stats
+            },
         }
     }
 }

@@ -32,6 +32,11 @@ pub struct ShardStats {
     /// failing with `EBADR`, `ENOMEM`, ...): each is logged once per errno
     /// and the shard carries on.
     pub driver_errors: u64,
+    /// A gauge, not a counter: the I/O ops the shard's driver holds now
+    /// (io_uring: submitted and not yet completed, multishot receives and
+    /// accepts included; epoll: ops waiting for readiness). Summed by
+    /// [`RuntimeStats::total`] like the rest.
+    pub ops_in_flight: u64,
 }
 
 /// Per-shard counters, from [`crate::Runtime::stats`].
@@ -68,6 +73,7 @@ impl RuntimeStats {
                 recv_buffer_shortages: a.recv_buffer_shortages + b.recv_buffer_shortages,
                 recv_pauses: a.recv_pauses + b.recv_pauses,
                 driver_errors: a.driver_errors + b.driver_errors,
+                ops_in_flight: a.ops_in_flight + b.ops_in_flight,
             })
     }
 }

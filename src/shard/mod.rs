@@ -605,6 +605,9 @@ impl Core {
         stats
             .driver_errors
             .store(driver.driver_errors, Ordering::Relaxed);
+        stats
+            .ops_in_flight
+            .store(driver.in_flight, Ordering::Relaxed);
     }
 
     fn tick_floor(&self, instant: Instant) -> u64 {

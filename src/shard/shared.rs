@@ -63,6 +63,7 @@ pub(crate) struct AtomicStats {
     pub(crate) recv_buffer_shortages: AtomicU64,
     pub(crate) recv_pauses: AtomicU64,
     pub(crate) driver_errors: AtomicU64,
+    pub(crate) ops_in_flight: AtomicU64,
 }
 
 impl AtomicStats {
@@ -82,6 +83,7 @@ impl AtomicStats {
             recv_buffer_shortages: get(&self.recv_buffer_shortages),
             recv_pauses: get(&self.recv_pauses),
             driver_errors: get(&self.driver_errors),
+            ops_in_flight: get(&self.ops_in_flight),
         }
     }
 }

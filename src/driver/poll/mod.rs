@@ -51,6 +51,8 @@ pub(crate) struct PollDriver {
     events: mio::Events,
     waker: Arc<mio::Waker>,
     registrations: Slab<Registration>,
+    /// Waiter entries across all registrations (`ShardStats::ops_in_flight`).
+    waiting: usize,
     generation: u32,
     ready: Ready,
     pub(crate) stats: DriverStats,
@@ -58,6 +60,17 @@ pub(crate) struct PollDriver {
 
 fn split(token: u64) -> (usize, u32) {
     ((token & u64::from(u32::MAX)) as usize, (token >> 32) as u32)
+}
+
+/// The registration `token` names, if it is still the one in its slot.
+fn registration_in(
+    registrations: &mut Slab<Registration>,
+    token: u64,
+) -> Option<&mut Registration> {
+    let (index, generation) = split(token);
+    registrations
+        .get_mut(index)
+        .filter(|r| r.generation == generation)
 }
 
 impl PollDriver {
@@ -69,6 +82,7 @@ impl PollDriver {
             events: mio::Events::with_capacity(256),
             waker,
             registrations: Slab::new(),
+            waiting: 0,
             generation: 0,
             ready: Ready::default(),
             stats: DriverStats::default(),
@@ -126,6 +140,7 @@ impl PollDriver {
         if self.registration(token).is_some() {
             let (index, _) = split(token);
             let registration = self.registrations.remove(index);
+            self.waiting -= registration.waiters.len();
             for (_, (_, waker)) in registration.waiters {
                 self.ready.wakers.extend(waker);
             }
@@ -133,10 +148,7 @@ impl PollDriver {
     }
 
     fn registration(&mut self, token: u64) -> Option<&mut Registration> {
-        let (index, generation) = split(token);
-        self.registrations
-            .get_mut(index)
-            .filter(|r| r.generation == generation)
+        registration_in(&mut self.registrations, token)
     }
 
     /// Whether the socket may be ready in `direction` (no `WouldBlock` seen
@@ -183,7 +195,7 @@ impl PollDriver {
         waiter: &mut Option<usize>,
         waker: &Waker,
     ) {
-        let Some(r) = self.registration(token) else {
+        let Some(r) = registration_in(&mut self.registrations, token) else {
             // Deregistered under the op: let it run again (outside this
             // borrow of the driver) and see the syscall's error.
             self.ready.wakers.push(waker.clone());
@@ -192,15 +204,25 @@ impl PollDriver {
         match waiter.and_then(|key| r.waiters.get_mut(key)) {
             Some((_, Some(current))) if current.will_wake(waker) => {}
             Some(slot) => *slot = (direction, Some(waker.clone())),
-            None => *waiter = Some(r.waiters.insert((direction, Some(waker.clone())))),
+            None => {
+                *waiter = Some(r.waiters.insert((direction, Some(waker.clone()))));
+                self.waiting += 1;
+            }
         }
     }
 
     /// The op holding `waiter` completed or was dropped.
     pub(crate) fn remove_waiter(&mut self, token: u64, waiter: usize) {
-        if let Some(r) = self.registration(token) {
-            r.waiters.try_remove(waiter);
+        if let Some(r) = registration_in(&mut self.registrations, token) {
+            if r.waiters.try_remove(waiter).is_some() {
+                self.waiting -= 1;
+            }
         }
+    }
+
+    /// Ops waiting for readiness.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.waiting as u64
     }
 
     /// Collects readiness without blocking. Makes no syscall when no socket

@@ -386,6 +386,12 @@ impl UringDriver {
         None
     }
 
+    /// Ops in the slab: submitted and not yet consumed, multishot ops
+    /// included.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.ops.len() as u64
+    }
+
     /// Whether no SQE waits to be submitted.
     pub(crate) fn submission_empty(&mut self) -> bool {
         self.ring.submission().is_empty()
