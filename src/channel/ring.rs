@@ -620,3 +620,121 @@ mod tests {
         assert_eq!(unsafe { ring.pop() }, None);
     }
 }
+
+/// The ring against a model (a `VecDeque`), one thread: random pushes,
+/// pops, waits (parked or watched) and a close, with counters started
+/// anywhere, near their wrap point included.
+#[cfg(test)]
+mod model {
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+
+    use super::{Refused, Ring, Wait, COUNT};
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Push,
+        Pop,
+        Park { watch: bool },
+        Close,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => Just(Step::Push),
+            5 => Just(Step::Pop),
+            2 => any::<bool>().prop_map(|watch| Step::Park { watch }),
+            1 => Just(Step::Close),
+        ]
+    }
+
+    fn start() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            Just(0usize),
+            (0..64usize).prop_map(|back| COUNT - back),
+            any::<usize>()
+        ]
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Waiting {
+        No,
+        Parked,
+        Watched,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn the_ring_does_what_the_model_says(
+            capacity in 1..9usize,
+            start in start(),
+            steps in prop::collection::vec(step(), 1..400),
+        ) {
+            let ring = Ring::starting_at(capacity, start);
+            let mut model = VecDeque::new();
+            let mut closed = false;
+            let mut waiting = Waiting::No;
+            let mut beacon = None;
+            for (value, step) in (0u32..).zip(steps) {
+                match step {
+                    Step::Push => {
+                        let got = ring.push(value);
+                        if closed {
+                            prop_assert_eq!(got, Err(Refused::Closed(value)));
+                        } else if model.len() == capacity {
+                            prop_assert_eq!(got, Err(Refused::Full(value)));
+                        } else {
+                            let woke = model.is_empty() && waiting == Waiting::Parked;
+                            prop_assert_eq!(got, Ok(woke), "the consumer parked on it");
+                            if model.is_empty() {
+                                if let Some(beacon) = beacon.take() {
+                                    let beacon: crate::shard::Beacon = beacon;
+                                    prop_assert!(!beacon.still_watching(), "the beacon sees it");
+                                }
+                                waiting = Waiting::No;
+                            }
+                            model.push_back(value);
+                        }
+                    }
+                    Step::Pop => {
+                        // SAFETY: this thread is the only consumer.
+                        let got = unsafe { ring.pop() };
+                        prop_assert_eq!(got, model.pop_front());
+                        if got.is_some() {
+                            waiting = Waiting::No;
+                            beacon = None;
+                        }
+                    }
+                    Step::Park { watch } => {
+                        // SAFETY: as above.
+                        let wait = unsafe { ring.park(watch) };
+                        match (wait, model.is_empty()) {
+                            (Wait::Arrived, empty) => prop_assert!(!empty, "arrived, yet empty"),
+                            (Wait::Parked, empty) => {
+                                prop_assert!(empty);
+                                // Watched before: a second wait parks.
+                                prop_assert!(!watch || waiting != Waiting::No);
+                                waiting = Waiting::Parked;
+                                beacon = None;
+                            }
+                            (Wait::Watched(new), empty) => {
+                                prop_assert!(empty && watch && waiting == Waiting::No);
+                                waiting = Waiting::Watched;
+                                beacon = Some(new);
+                            }
+                        }
+                    }
+                    Step::Close => {
+                        ring.close();
+                        closed = true;
+                    }
+                }
+                prop_assert_eq!(ring.len(), model.len());
+                // SAFETY: as above.
+                prop_assert_eq!(unsafe { ring.finished() }, closed && model.is_empty());
+            }
+        }
+    }
+}

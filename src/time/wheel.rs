@@ -412,3 +412,95 @@ mod tests {
         assert_eq!(wheel.advance(HORIZON * 2, &mut fired), 2);
     }
 }
+
+/// The wheel against a model (a `BTreeMap` of deadlines): random inserts
+/// over every level, cancels and advances, small and far.
+#[cfg(test)]
+mod model {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Wake, Waker};
+
+    use proptest::prelude::*;
+
+    use super::{TimerKey, Wheel, HORIZON};
+
+    struct Id(u64, Arc<Mutex<Vec<u64>>>);
+
+    impl Wake for Id {
+        fn wake(self: Arc<Self>) {
+            self.1.lock().unwrap().push(self.0);
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A timer this far past the wheel's time (reaching every level,
+        /// the past, and beyond the horizon).
+        Insert(u64),
+        /// Cancel the n-th live timer (modulo their number).
+        Cancel(usize),
+        /// Advance this far.
+        Advance(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => prop_oneof![0..70u64, 0..5_000u64, 0..300_000u64, 0..20_000_000u64, Just(HORIZON + 5)]
+                .prop_map(Step::Insert),
+            2 => any::<usize>().prop_map(Step::Cancel),
+            3 => prop_oneof![0..3u64, 0..100u64, 0..70_000u64, 0..30_000_000u64].prop_map(Step::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn the_wheel_fires_what_the_model_says_when_it_says(steps in prop::collection::vec(step(), 1..300)) {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let mut wheel = Wheel::new();
+            // id -> (deadline, key)
+            let mut model: BTreeMap<u64, (u64, TimerKey)> = BTreeMap::new();
+            let mut now = 0u64;
+            for (id, step) in (0u64..).zip(steps) {
+                match step {
+                    Step::Insert(after) => {
+                        let waker = Waker::from(Arc::new(Id(id, log.clone())));
+                        let key = wheel.insert(now + after, waker);
+                        // What `insert` promises: the next tick at the
+                        // earliest, the horizon at the latest.
+                        let deadline = (now + after).clamp(now + 1, now + HORIZON);
+                        model.insert(id, (deadline, key));
+                    }
+                    Step::Cancel(n) => {
+                        if model.is_empty() {
+                            continue;
+                        }
+                        let victim = *model.keys().nth(n % model.len()).unwrap();
+                        let (_, key) = model.remove(&victim).unwrap();
+                        prop_assert!(wheel.cancel(key).is_some(), "a live timer cancels");
+                        prop_assert!(wheel.cancel(key).is_none(), "a stale key is inert");
+                    }
+                    Step::Advance(by) => {
+                        now += by;
+                        let mut fired = Vec::new();
+                        wheel.advance(now, &mut fired);
+                        fired.into_iter().for_each(Waker::wake);
+                        let mut got = std::mem::take(&mut *log.lock().unwrap());
+                        got.sort_unstable();
+                        let due: Vec<u64> = model
+                            .iter()
+                            .filter(|(_, (deadline, _))| *deadline <= now)
+                            .map(|(&id, _)| id)
+                            .collect();
+                        prop_assert_eq!(&got, &due, "fired at {}", now);
+                        model.retain(|_, (deadline, _)| *deadline > now);
+                    }
+                }
+                prop_assert_eq!(wheel.len(), model.len());
+                let earliest = model.values().map(|(deadline, _)| *deadline).min();
+                prop_assert_eq!(wheel.next_deadline(), earliest);
+            }
+        }
+    }
+}
