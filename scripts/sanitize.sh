@@ -22,7 +22,7 @@ if [[ "$what" == all || "$what" == asan ]]; then
     # op still in flight at the drain deadline) is not reached by the tests.
     RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" \
         CARGO_TARGET_DIR=target/asan ASAN_OPTIONS="detect_leaks=1" \
-        cargo test --target "$target" --lib --tests
+        cargo test --no-fail-fast --target "$target" --lib --tests
 fi
 
 if [[ "$what" == all || "$what" == valgrind ]]; then

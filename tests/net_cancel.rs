@@ -545,6 +545,7 @@ fn sockets_dropped_off_their_shard_close_their_fds() {
 /// under `ringshard_broken="drop_late_bytes"`.
 #[test]
 fn reads_dropped_in_flight_lose_no_byte_in_any_mode() {
+    let _serial = serial();
     const TOTAL: usize = 150_000;
     let data: Vec<u8> = common::pattern()
         .iter()
@@ -606,6 +607,7 @@ fn reads_dropped_in_flight_lose_no_byte_in_any_mode() {
 /// and under `ringshard_broken="drop_late_bytes"`.
 #[test]
 fn a_read_completed_but_dropped_hands_its_bytes_to_the_next_read() {
+    let _serial = serial();
     each_driver(|builder| {
         let rt = runtime(builder, 1);
         rt.block_on(async {

@@ -205,6 +205,7 @@ impl std::task::Wake for PanicOnWake {
 /// handles waited forever, and `Drop` waited 5 s for the dead shard.)
 #[test]
 fn a_shard_whose_loop_panicked_is_closed_and_its_handles_resolve() {
+    let _serial = serial();
     each_driver(|builder| {
         let rt = runtime(builder, 2);
         rt.block_on(async {
