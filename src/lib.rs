@@ -22,6 +22,8 @@
 pub mod buf;
 pub mod channel;
 mod driver;
+#[cfg(all(test, loom))]
+mod loom_models;
 pub mod net;
 pub mod runtime;
 mod select;

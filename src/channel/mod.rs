@@ -17,7 +17,7 @@
 
 pub mod mpsc;
 pub mod oneshot;
-mod ring;
+pub(crate) mod ring;
 mod thread;
 mod waiters;
 

@@ -55,15 +55,13 @@
 //! publish is a few instructions from publishing).
 
 use std::alloc::{self, Layout};
-use std::cell::UnsafeCell;
-use std::mem::MaybeUninit;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
 use crate::shard::Beacon;
+use crate::sys::atomic::{AtomicUsize, Ordering, ValueCell};
 
 /// A slot's `seq` while the consumer waits for its value, to be woken.
 /// Published `seq`s are multiples of four ([`tag`]): never a mark.
@@ -165,7 +163,7 @@ struct Producers {
 
 struct Slot<T> {
     seq: AtomicUsize,
-    value: UnsafeCell<MaybeUninit<T>>,
+    value: ValueCell<T>,
 }
 
 // SAFETY: a value is written by the one producer that claimed its number and
@@ -206,7 +204,7 @@ impl<T> Ring<T> {
                 slots.add(n & (size - 1)).write(Slot {
                     // As if the previous lap's value had been taken.
                     seq: AtomicUsize::new(tag(n.wrapping_add(1).wrapping_sub(size))),
-                    value: UnsafeCell::new(MaybeUninit::uninit()),
+                    value: ValueCell::new(),
                 });
             }
         }
@@ -298,7 +296,7 @@ impl<T> Ring<T> {
         // or through `seen`): the consumer is done with the slot's previous
         // value, and no other producer maps to this slot before `received`
         // moves past `sent`.
-        unsafe { (*slot.value.get()).write(value) };
+        unsafe { slot.value.write(value) };
         // One locked op both publishes the value and tells whether the
         // consumer parked on it; the caller then wakes it.
         let before = slot.seq.swap(tag(next(sent)), Ordering::AcqRel);
@@ -384,7 +382,7 @@ impl<T> Ring<T> {
         }
         // SAFETY: `seq == tag(received + 1)` (Acquire): the value numbered
         // `received` is written, and only the consumer (us) reads it.
-        let value = unsafe { (*slot.value.get()).assume_init_read() };
+        let value = unsafe { slot.value.take() };
         self.received.store(next(received), Ordering::Release);
         Some(value)
     }

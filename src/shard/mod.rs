@@ -29,7 +29,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::ptr;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -275,7 +275,7 @@ impl Core {
             let others = self.runtime.shards.iter();
             if let Some(idle) = others
                 .filter(|shard| !Arc::ptr_eq(shard, &self.shared))
-                .find(|shard| shard.parked.load(Ordering::Relaxed))
+                .find(|shard| shard.parked.is_raised())
             {
                 idle.unpark_if_parked();
             }
@@ -493,12 +493,11 @@ impl Core {
             return;
         }
         let timeout = self.park_duration();
-        self.shared.parked.store(true, Ordering::SeqCst);
-        // Pairs with the fence in `Shared::unpark_if_parked`: either the
-        // waker sees `parked`, or we see what it pushed.
-        fence(Ordering::SeqCst);
+        // The handshake with `Shared::unpark_if_parked` (see `ParkFlag`):
+        // either the waker sees the flag, or we see what it pushed.
+        self.shared.parked.raise();
         if !self.shared.inbox.is_empty() || woken() || timeout == Some(Duration::ZERO) {
-            self.shared.parked.store(false, Ordering::Relaxed);
+            self.shared.parked.lower();
             self.driver.borrow_mut().poll_nowait();
             return;
         }
@@ -507,7 +506,7 @@ impl Core {
         // on a sleeping shard.
         self.flush_stats();
         self.driver.borrow_mut().park(timeout);
-        self.shared.parked.store(false, Ordering::Relaxed);
+        self.shared.parked.lower();
     }
 
     /// Spins up to `Config::spin` (or the next timer) waiting for the

@@ -13,6 +13,7 @@ use crossbeam_utils::CachePadded;
 use super::registry::SharedRegistry;
 use crate::driver::Unparker;
 use crate::runtime::ShardStats;
+use crate::sys::atomic::ParkFlag;
 use crate::task::Runnable;
 
 /// Loop settings every shard gets from the builder.
@@ -132,9 +133,9 @@ pub(crate) struct Shared {
     pub(crate) has_releases: AtomicBool,
     /// Tasks woken or spawned from other threads, drained once per turn.
     pub(crate) inbox: SegQueue<Runnable>,
-    /// Set while the shard is (about to be) blocked in its driver; a remote
-    /// wake makes the unpark syscall only when it flips this from true.
-    pub(crate) parked: CachePadded<AtomicBool>,
+    /// Raised while the shard is (about to be) blocked in its driver; a
+    /// remote wake makes the unpark syscall only when it takes it.
+    pub(crate) parked: CachePadded<ParkFlag>,
     /// Set once the shard has dropped its tasks for good.
     closed: AtomicBool,
     pub(crate) shutdown: AtomicBool,
@@ -152,7 +153,7 @@ impl Shared {
             releases: Mutex::new(Some(Vec::new())),
             has_releases: AtomicBool::new(false),
             inbox: SegQueue::new(),
-            parked: CachePadded::new(AtomicBool::new(false)),
+            parked: CachePadded::new(ParkFlag::new()),
             closed: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             unparker,
@@ -218,9 +219,8 @@ impl Shared {
 
     /// Wakes the shard if it is parked; no syscall when it is awake.
     pub(crate) fn unpark_if_parked(&self) {
-        // Pairs with the fence in `Core::park`.
-        fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+        // The handshake with `Core::park` (see `ParkFlag`).
+        if self.parked.take() {
             self.unparker.unpark();
         }
     }
@@ -229,7 +229,7 @@ impl Shared {
     pub(crate) fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
-        self.parked.store(false, Ordering::Relaxed);
+        self.parked.lower();
         self.unparker.unpark();
     }
 

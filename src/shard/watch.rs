@@ -16,7 +16,7 @@
 //! task through its waker as usual. If the swap finds the word changed, the
 //! task is woken at once instead.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::sys::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 

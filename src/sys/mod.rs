@@ -4,6 +4,11 @@
 //! * [`pin_current_thread`] and [`AffinityGuard`]: pin the calling thread to one
 //!   CPU and restore its previous affinity afterwards;
 //! * [`EventFd`] (Linux): the counter the io_uring driver parks on.
+//!
+//! [`atomic`] holds the atomics of the cross-thread protocols (loom's under
+//! `--cfg loom`).
+
+pub(crate) mod atomic;
 
 use std::io;
 

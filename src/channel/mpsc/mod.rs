@@ -26,7 +26,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -38,6 +38,7 @@ use super::ring::{Refused, Ring, Wait, MAX_CAPACITY};
 use super::thread;
 use super::waiters::Waiters;
 use crate::shard;
+use crate::sys::atomic::ParkFlag;
 
 /// A channel holding at most `capacity` values: [`Sender::send`] waits while
 /// it is full.
@@ -223,10 +224,10 @@ struct Chan<Q> {
     senders: AtomicUsize,
     /// The receiver was dropped or closed: sends fail.
     closed: AtomicBool,
-    /// Set by the receiver after it registered its waker and before it
-    /// re-checks the queue; a sender wakes it only when this is set, so a
+    /// Raised by the receiver after it registered its waker and before it
+    /// re-checks the queue; a sender wakes it only when it takes this, so a
     /// busy receiver costs senders one read.
-    rx_parked: CachePadded<AtomicBool>,
+    rx_parked: CachePadded<ParkFlag>,
     /// On its own line: the receiver writes it each time it waits, and a
     /// sender reads the line next to it on every send.
     rx_waker: CachePadded<AtomicWaker>,
@@ -240,7 +241,7 @@ impl<Q: Queue> Chan<Q> {
             queue,
             senders: AtomicUsize::new(1),
             closed: AtomicBool::new(false),
-            rx_parked: CachePadded::new(AtomicBool::new(false)),
+            rx_parked: CachePadded::new(ParkFlag::new()),
             rx_waker: CachePadded::new(AtomicWaker::new()),
             send_waiters: Waiters::default(),
         }
@@ -249,9 +250,8 @@ impl<Q: Queue> Chan<Q> {
     /// After an unbounded push or the last sender's drop: wakes the receiver
     /// if parked.
     fn wake_receiver(&self) {
-        // Pairs with the fence in `poll_recv`.
-        fence(Ordering::SeqCst);
-        if self.rx_parked.load(Ordering::Relaxed) && self.rx_parked.swap(false, Ordering::AcqRel) {
+        // The handshake with `poll_recv` (see `ParkFlag`).
+        if self.rx_parked.take() {
             self.rx_waker.wake();
         }
     }
@@ -302,17 +302,16 @@ impl<Q: Queue> Chan<Q> {
             Err(TryRecvError::Empty) => {}
         }
         self.rx_waker.register(cx.waker());
-        self.rx_parked.store(true, Ordering::Relaxed);
-        // Pairs with the fence in `wake_receiver`: either the sender sees
-        // `rx_parked`, or we see its value (or its drop).
-        fence(Ordering::SeqCst);
+        // The handshake with `wake_receiver` (see `ParkFlag`): either the
+        // sender sees the flag, or we see its value (or its drop).
+        self.rx_parked.raise();
         // A bounded queue marks the slot of the next value instead, so its
         // senders need no fence; on a spinning shard, the shard watches
         // that slot and its senders wake no one.
         let wait = self.queue.park(shard::can_watch(cx.waker()));
         match self.try_recv() {
             Ok(value) => {
-                self.rx_parked.store(false, Ordering::Relaxed);
+                self.rx_parked.lower();
                 Poll::Ready(Some(value))
             }
             Err(TryRecvError::Disconnected) => Poll::Ready(None),
