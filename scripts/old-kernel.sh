@@ -43,6 +43,14 @@ cargo test --no-run --lib --tests --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*"' | sed 's/"executable":"//; s/"$//' >"$work/binaries"
 root="$work/initramfs"
 rm -rf "$root" && mkdir -p "$root"/{bin,tests,proc,sys,dev,tmp,etc,lib64,usr/lib}
+# Copies the shared libraries binary $1 needs into the initramfs, at the
+# same paths.
+copy_libs() {
+    ldd "$1" | grep -o '/[^ ]*' | while read -r lib; do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+}
 names=()
 while read -r binary; do
     name="$(basename "$binary" | sed 's/-[0-9a-f]*$//')"
@@ -51,18 +59,20 @@ while read -r binary; do
     [[ " $skip " == *" $name "* ]] && continue
     cp "$binary" "$root/tests/$name"
     names+=("$name")
-    # The shared libraries it needs, at the same paths.
-    ldd "$binary" | grep -o '/[^ ]*' | while read -r lib; do
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-    done
+    copy_libs "$binary"
 done <"$work/binaries"
+# Host tools some tests run (driver_fallback drops privileges with setpriv).
+for tool in setpriv; do
+    cp "$(command -v "$tool")" "$root/bin/$tool"
+    copy_libs "$(command -v "$tool")"
+done
 cp "$(command -v busybox)" "$root/bin/busybox"
 for tool in sh mount ip poweroff cat echo sleep; do ln -s busybox "$root/bin/$tool"; done
 printf 'root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 cat >"$root/init" <<INIT
 #!/bin/sh
+export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev

@@ -193,7 +193,9 @@ fn abandoned_op_keeps_its_resources_until_the_cqe_then_frees_them_once() {
                 .map(|_| {
                     let canary = Canary(released.clone());
                     crate::spawn(async move {
-                        let _ = timeout_op(Duration::from_millis(100), canary).await;
+                        // Long enough that none completes before the aborts,
+                        // however slow the machine (emulation, sanitizers).
+                        let _ = timeout_op(Duration::from_secs(2), canary).await;
                     })
                 })
                 .collect();
@@ -207,7 +209,10 @@ fn abandoned_op_keeps_its_resources_until_the_cqe_then_frees_them_once() {
             }
             // The futures are gone, the kernel still holds the ops.
             assert_eq!(released.load(Ordering::SeqCst), 0, "freed before the CQE");
-            crate::sleep(Duration::from_millis(200)).await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while released.load(Ordering::SeqCst) < 100 && std::time::Instant::now() < deadline {
+                crate::sleep(Duration::from_millis(50)).await;
+            }
             assert_eq!(
                 released.load(Ordering::SeqCst),
                 100,
