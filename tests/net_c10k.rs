@@ -52,24 +52,9 @@ fn ten_thousand_connections_echo_without_error() {
             let accepted = Rc::new(Cell::new(0usize));
             let count = accepted.clone();
             let server = spawn(async move {
-                while let Ok((mut stream, _)) = listener.accept().await {
+                while let Ok((stream, _)) = listener.accept().await {
                     count.set(count.get() + 1);
-                    spawn(async move {
-                        let mut buf = Vec::with_capacity(MESSAGE);
-                        loop {
-                            let (res, back) = stream.read(buf).await;
-                            match res {
-                                Ok(n) if n > 0 => {}
-                                _ => return,
-                            }
-                            let (res, back) = stream.write_all(back).await;
-                            if res.is_err() {
-                                return;
-                            }
-                            buf = back;
-                            buf.clear();
-                        }
-                    });
+                    spawn(common::echo(stream, MESSAGE));
                 }
             });
             let (rss_before, heap_before) = (rss(), alloc::live_bytes());

@@ -16,25 +16,10 @@ const BOUND: Duration = Duration::from_secs(30);
 
 async fn echo_server(listener: TcpListener) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             return;
         };
-        spawn(async move {
-            let mut buf = Vec::with_capacity(16 * 1024);
-            loop {
-                let (res, back) = stream.read(buf).await;
-                match res {
-                    Ok(n) if n > 0 => {}
-                    _ => return,
-                }
-                let (res, back) = stream.write_all(back).await;
-                if res.is_err() {
-                    return;
-                }
-                buf = back;
-                buf.clear();
-            }
-        });
+        spawn(common::echo(stream, 16 * 1024));
     }
 }
 

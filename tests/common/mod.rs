@@ -179,3 +179,22 @@ pub fn pattern() -> &'static [u8] {
         (0..128 * 1024).map(|_| rng.next() as u8).collect()
     })
 }
+
+/// Echoes `stream` until its peer closes or fails, reading into a buffer of
+/// `capacity`: the server side of the network tests.
+pub async fn echo(mut stream: ringshard::net::TcpStream, capacity: usize) {
+    let mut buf = Vec::with_capacity(capacity);
+    loop {
+        let (res, back) = stream.read(buf).await;
+        match res {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        let (res, back) = stream.write_all(back).await;
+        if res.is_err() {
+            return;
+        }
+        buf = back;
+        buf.clear();
+    }
+}

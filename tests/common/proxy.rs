@@ -107,14 +107,7 @@ fn connect_pumps(client: TcpStream, server: TcpStream, fault: Fault) {
 fn upstream_pump(mut from: TcpStream, mut to: TcpStream, fault: Fault) {
     let mut carried = 0usize;
     let mut buf = [0u8; 8192];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown(Shutdown::Write);
-                return;
-            }
-            Ok(n) => n,
-        };
+    while let Some(n) = read_or_pass_end(&mut from, &to, &mut buf) {
         let mut chunk = &buf[..n];
         match fault {
             Fault::Reset(after) | Fault::HalfClose(after) if carried + n >= after => {
@@ -147,14 +140,7 @@ fn upstream_pump(mut from: TcpStream, mut to: TcpStream, fault: Fault) {
 fn downstream_pump(mut from: TcpStream, mut to: TcpStream, fault: Fault) {
     let mut buf = [0u8; 8192];
     let mut stalled = false;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown(Shutdown::Write);
-                return;
-            }
-            Ok(n) => n,
-        };
+    while let Some(n) = read_or_pass_end(&mut from, &to, &mut buf) {
         if forward(&mut to, &buf[..n], fault).is_err() {
             return;
         }
@@ -164,6 +150,18 @@ fn downstream_pump(mut from: TcpStream, mut to: TcpStream, fault: Fault) {
                 std::thread::sleep(pause);
             }
         }
+    }
+}
+
+/// Reads what `from` has; at its end (or an error) passes the end on to
+/// `to` and says `None`.
+fn read_or_pass_end(from: &mut TcpStream, to: &TcpStream, buf: &mut [u8]) -> Option<usize> {
+    match from.read(buf) {
+        Ok(0) | Err(_) => {
+            let _ = to.shutdown(Shutdown::Write);
+            None
+        }
+        Ok(n) => Some(n),
     }
 }
 
