@@ -496,7 +496,9 @@ impl Core {
         // The handshake with `Shared::unpark_if_parked` (see `ParkFlag`):
         // either the waker sees the flag, or we see what it pushed.
         self.shared.parked.raise();
-        if !self.shared.inbox.is_empty() || woken() || timeout == Some(Duration::ZERO) {
+        let work =
+            !self.shared.inbox.is_empty() || self.shared.has_releases.load(Ordering::Relaxed);
+        if work || woken() || timeout == Some(Duration::ZERO) {
             self.shared.parked.lower();
             self.driver.borrow_mut().poll_nowait();
             return;
@@ -531,6 +533,9 @@ impl Core {
             for _ in 0..SPIN_CHECKS {
                 if !self.shared.inbox.is_empty() || woken() {
                     self.remote_recent.set(true);
+                    return true;
+                }
+                if self.shared.has_releases.load(Ordering::Relaxed) {
                     return true;
                 }
                 if self.check_watches() {
@@ -709,6 +714,9 @@ impl Core {
         ready.wakers.drain(..).for_each(Waker::wake);
         complete_orphans(&mut ready);
         self.shared.close();
+        // A `spawn_on` that saw the shard open finishes its push first, so
+        // the drain below reaches it (see `Shared::push_new`).
+        self.shared.wait_for_new_pushes();
         while let Some(runnable) = self.pop_any() {
             drop_quietly(runnable);
         }

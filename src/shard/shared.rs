@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -138,6 +138,8 @@ pub(crate) struct Shared {
     pub(crate) parked: CachePadded<ParkFlag>,
     /// Set once the shard has dropped its tasks for good.
     closed: AtomicBool,
+    /// `push_new`s between their check of `closed` and their push.
+    pushing_new: AtomicUsize,
     pub(crate) shutdown: AtomicBool,
     unparker: Unparker,
     /// The other end of the shard's deque of stealable tasks (work
@@ -155,6 +157,7 @@ impl Shared {
             inbox: SegQueue::new(),
             parked: CachePadded::new(ParkFlag::new()),
             closed: AtomicBool::new(false),
+            pushing_new: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             unparker,
             stealer: OnceLock::new(),
@@ -209,12 +212,27 @@ impl Shared {
     /// thread (`spawn_on`). If the shard has stopped, the task is dropped
     /// here (its future is only the `Send` closure that would build the
     /// real one), so its handle says cancelled instead of waiting forever.
+    ///
+    /// The check and the push are one step against [`close`](Shared::close):
+    /// `pushing_new` counts pushes in progress (SeqCst against the close's
+    /// store), and the closing shard waits for them before its last drain.
     pub(crate) fn push_new(&self, runnable: Runnable) {
-        if self.closed.load(Ordering::Acquire) {
+        self.pushing_new.fetch_add(1, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.pushing_new.fetch_sub(1, Ordering::Release);
             return drop(runnable);
         }
         self.inbox.push(runnable);
+        self.pushing_new.fetch_sub(1, Ordering::Release);
         self.unpark_if_parked();
+    }
+
+    /// After `close`: waits out the `push_new`s that saw the shard open (a
+    /// few instructions each).
+    pub(crate) fn wait_for_new_pushes(&self) {
+        while self.pushing_new.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
     }
 
     /// Wakes the shard if it is parked; no syscall when it is awake.
@@ -234,7 +252,7 @@ impl Shared {
     }
 
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::SeqCst);
     }
 }
 

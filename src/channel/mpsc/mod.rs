@@ -164,22 +164,24 @@ impl<T> Queue for Bounded<T> {
 }
 
 /// Unbounded channels queue through a `SegQueue`. To close exactly, each
-/// push counts itself in `pushing` around its check of `closed`: the
-/// receiver, having set `closed`, knows no push is left once `pushing` is
-/// 0 (SeqCst on all four: either the pusher sees `closed`, or the receiver
-/// sees the pusher). Both counts are on the senders' line.
+/// push counts itself in `pushing` (in steps of 2) around its push; bit 0
+/// is the close. One location, so its modification order is the truth:
+/// a push whose increment saw bit 0 clear got in before the close and is
+/// waited for; one that saw it set refuses. The receiver knows no push is
+/// left once the word reads exactly "closed, none in flight".
 struct Unbounded<T> {
     queue: SegQueue<T>,
     pushing: CachePadded<AtomicUsize>,
-    closed: AtomicBool,
 }
+
+/// Bit 0 of `Unbounded::pushing`.
+const UNBOUNDED_CLOSED: usize = 1;
 
 impl<T> Unbounded<T> {
     fn new() -> Unbounded<T> {
         Unbounded {
             queue: SegQueue::new(),
             pushing: CachePadded::new(AtomicUsize::new(0)),
-            closed: AtomicBool::new(false),
         }
     }
 }
@@ -187,26 +189,27 @@ impl<T> Unbounded<T> {
 impl<T> Queue for Unbounded<T> {
     type Item = T;
     fn push(&self, value: T) -> Result<Wake, Refused<T>> {
-        self.pushing.fetch_add(1, Ordering::SeqCst);
-        let result = if self.closed.load(Ordering::SeqCst) {
+        let before = self.pushing.fetch_add(2, Ordering::Acquire);
+        let result = if before & UNBOUNDED_CLOSED != 0 {
             Err(Refused::Closed(value))
         } else {
             self.queue.push(value);
             Ok(Wake::Check)
         };
-        // The receiver waiting for the last push is woken by the caller
-        // (`Wake::Check`, or the wake after a refusal).
-        self.pushing.fetch_sub(1, Ordering::SeqCst);
+        // Release: the receiver that reads the count back to 0 sees the
+        // push. It is woken by the caller (`Wake::Check`, or the wake after
+        // a refusal).
+        self.pushing.fetch_sub(2, Ordering::Release);
         result
     }
     fn pop(&self) -> Option<T> {
         self.queue.pop()
     }
     fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.pushing.fetch_or(UNBOUNDED_CLOSED, Ordering::AcqRel);
     }
     fn finished(&self) -> bool {
-        self.closed.load(Ordering::SeqCst) && self.pushing.load(Ordering::SeqCst) == 0
+        self.pushing.load(Ordering::Acquire) == UNBOUNDED_CLOSED
     }
     fn park(&self, _watch: bool) -> Wait {
         Wait::Parked
@@ -287,7 +290,10 @@ impl<Q: Queue> Chan<Q> {
         if let Some(value) = self.pop() {
             return Ok(value);
         }
-        if self.senders.load(Ordering::Acquire) == 0 || self.queue.finished() {
+        // `closed` is the receiver's own word (it alone closes): the
+        // producers' line is read only after a close.
+        let finished = self.closed.load(Ordering::Relaxed) && self.queue.finished();
+        if finished || self.senders.load(Ordering::Acquire) == 0 {
             // A push that raced with the last sender's drop (or with the
             // close) is visible now.
             return self.pop().ok_or(TryRecvError::Disconnected);

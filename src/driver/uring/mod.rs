@@ -204,13 +204,15 @@ pub(crate) struct UringDriver {
     multishot_works: bool,
     /// Multishot ops to pause (cancel) once the current reap is done.
     paused: Vec<u64>,
-    /// A wake (eventfd read or message) was reaped since the last park:
-    /// the shard has been asked to turn, so the next park must not wait.
+    /// A wake (eventfd read or message) was reaped during this park's own
+    /// submission (a full SQ flushes and reaps): the park must not wait.
     woken: bool,
     ready: Ready,
     pub(crate) stats: DriverStats,
     /// The errnos of unexpected enter errors already logged.
     logged_errors: Vec<i32>,
+    /// Unexpected enter errors in a row.
+    failing: u32,
     /// The features this kernel lacks, which the driver runs without.
     pub(crate) features_off: Vec<&'static str>,
     /// Tests: the next `submit_queued` fails as if the kernel refused.
@@ -277,6 +279,7 @@ impl UringDriver {
             ready: Ready::default(),
             stats: DriverStats::default(),
             logged_errors: Vec::new(),
+            failing: 0,
             features_off,
             #[cfg(test)]
             fail_next_submit: false,
@@ -390,6 +393,14 @@ impl UringDriver {
     /// included.
     pub(crate) fn in_flight(&self) -> u64 {
         self.ops.len() as u64
+    }
+
+    /// Whether the slab still holds the op `key` (shutdown drops what was
+    /// still in flight at its deadline).
+    pub(crate) fn holds(&self, key: OpKey) -> bool {
+        self.ops
+            .get(key.index)
+            .is_some_and(|slot| slot.generation == key.generation)
     }
 
     /// Whether no SQE waits to be submitted.
@@ -600,6 +611,10 @@ impl UringDriver {
     /// or a wake to honour: the CQEs that would end the wait are already
     /// consumed, and the woken task would sit until an unrelated event.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
+        // Only a wake reaped from here on can be one this park would miss:
+        // one reaped earlier in the turn came before the shard raised its
+        // park flag, and its work was seen by the shard's last look.
+        self.woken = false;
         if !self.eventfd_armed {
             let buf: *mut u64 = &mut *self.eventfd_buf;
             let sqe = opcode::Read::new(types::Fd(self.wake.eventfd().raw()), buf.cast(), 8)
@@ -616,7 +631,6 @@ impl UringDriver {
         self.woken = false;
         self.enter(if stranded { 0 } else { 1 }, timeout);
         self.reap();
-        self.woken = false;
     }
 
     /// One `io_uring_enter` that submits everything queued and reaps
@@ -655,9 +669,10 @@ impl UringDriver {
                 // Timeout, signal, or completions must be reaped before more
                 // can be submitted: the caller reaps next and turns again.
                 Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
-                _ => self.enter_failed(&error, want > 0),
+                _ => return self.enter_failed(&error, want > 0),
             }
         }
+        self.failing = 0;
     }
 
     /// An `io_uring_enter` error the loop does not expect: `EBADR` (the
@@ -666,8 +681,7 @@ impl UringDriver {
     /// is counted (`ShardStats::driver_errors`) and logged once per errno,
     /// and the caller turns again. No op can be failed for it: the kernel
     /// may still own their memory, and `EBADR` does not say which
-    /// completion was lost. A park that failed waits a little instead, so
-    /// a ring that keeps failing does not spin its core.
+    /// completion was lost.
     #[cold]
     fn enter_failed(&mut self, error: &io::Error, parking: bool) {
         self.stats.driver_errors += 1;
@@ -680,7 +694,11 @@ impl UringDriver {
             };
             eprintln!("ringshard: io_uring_enter failed: {error}{what} (counted in ShardStats::driver_errors; logged once)");
         }
-        if parking {
+        // A park that failed waits a little instead of spinning; so does
+        // any enter that keeps failing (a push retrying a full SQ, a CQ
+        // overflow flush), rather than spin its core.
+        self.failing += 1;
+        if parking || self.failing > 1 {
             std::thread::sleep(Duration::from_millis(1));
         }
     }

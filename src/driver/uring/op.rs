@@ -216,7 +216,10 @@ pub(crate) fn abandon<T: Operation>(uid: u64, key: OpKey, op: T) {
     let done = shard::with_driver_of(uid, |driver| match driver {
         Driver::Uring(uring) => {
             let op = op.take().expect("taken once");
-            op.abandoned();
+            // Only an op the driver still holds gets its late result.
+            if uring.holds(key) {
+                op.abandoned();
+            }
             uring.abandon(key, Box::new(op), true)
         }
         #[allow(unreachable_patterns, reason = "one backend on some targets")]
