@@ -166,3 +166,73 @@ fn loom_models_a_close_racing_pushes_loses_nothing() {
         assert_eq!(received, sent);
     });
 }
+
+/// A waker that raises a loom flag.
+struct Flag(crate::sys::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Polls `future` once with a [`Flag`] waker.
+fn poll_once<F: std::future::Future + Unpin>(
+    future: &mut F,
+    flag: &std::sync::Arc<Flag>,
+) -> std::task::Poll<F::Output> {
+    let waker = std::task::Waker::from(flag.clone());
+    std::pin::Pin::new(future).poll(&mut std::task::Context::from_waker(&waker))
+}
+
+/// A oneshot value sent from another thread, or its sender dropped: a
+/// receiver that was pending has been woken once the sender is done, and
+/// then has the value or the error. (Under loom its waker slot is a loom
+/// mutex with `atomic-waker`'s contract: that crate's own atomics are
+/// invisible to loom.)
+#[test]
+fn loom_models_oneshot_send_or_drop_always_wakes_the_receiver() {
+    for send in [true, false] {
+        loom::model(move || {
+            let (tx, mut rx) = crate::channel::oneshot::channel::<u32>();
+            let sender = thread::spawn(move || {
+                if send {
+                    tx.send(7).unwrap();
+                } else {
+                    drop(tx);
+                }
+            });
+            let flag = std::sync::Arc::new(Flag(crate::sys::atomic::AtomicBool::new(false)));
+            let first = poll_once(&mut rx, &flag);
+            sender.join().unwrap();
+            let got = match first {
+                std::task::Poll::Ready(got) => got,
+                std::task::Poll::Pending => {
+                    assert!(flag.0.load(Ordering::Acquire), "the wake was lost");
+                    match poll_once(&mut rx, &flag) {
+                        std::task::Poll::Ready(got) => got,
+                        std::task::Poll::Pending => panic!("woken, yet still pending"),
+                    }
+                }
+            };
+            assert_eq!(got.ok(), send.then_some(7));
+        });
+    }
+}
+
+/// A close racing a send: the value ends up with exactly one side (the
+/// receiver's `try_recv`, or the sender's `Err`), never both or neither.
+#[test]
+fn loom_models_oneshot_close_racing_send_keeps_the_value_once() {
+    loom::model(|| {
+        let (tx, mut rx) = crate::channel::oneshot::channel::<u32>();
+        let sender = thread::spawn(move || tx.send(7).is_err());
+        rx.close();
+        let sender_kept = sender.join().unwrap();
+        let receiver_got = rx.try_recv().is_ok();
+        assert!(
+            sender_kept != receiver_got,
+            "kept {sender_kept}, got {receiver_got}"
+        );
+    });
+}

@@ -11,21 +11,19 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use atomic_waker::AtomicWaker;
+use crate::sys::atomic::{AtomicU8, AtomicWaker, Ordering, SharedCell};
 
 /// A sender and a receiver for one value.
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let inner = Arc::new(Inner {
         state: AtomicU8::new(0),
-        value: UnsafeCell::new(None),
+        value: SharedCell::new(None),
         rx_waker: AtomicWaker::new(),
     });
     (
@@ -54,7 +52,7 @@ struct Inner<T> {
     /// Written by the sender before it sets `VALUE`, read by the receiver
     /// after it sees `VALUE`, or by the sender again if `RX_GONE` was set
     /// before its `VALUE`.
-    value: UnsafeCell<Option<T>>,
+    value: SharedCell<Option<T>>,
     rx_waker: AtomicWaker,
 }
 
@@ -75,12 +73,12 @@ impl<T> Sender<T> {
         let inner = self.inner.take().expect("the sender is consumed by send");
         // SAFETY: `VALUE` is not set (only this consuming call sets it), so
         // the receiver does not touch `value`.
-        unsafe { *inner.value.get() = Some(value) };
+        unsafe { inner.value.with_mut(|slot| *slot = Some(value)) };
         let state = inner.state.fetch_or(VALUE, Ordering::AcqRel);
         if state & RX_GONE != 0 {
             // SAFETY: the receiver left before our `VALUE`, so it will never
             // read `value`; the Acquire above orders us after its exit.
-            let value = unsafe { (*inner.value.get()).take() };
+            let value = unsafe { inner.value.with_mut(|slot| (*slot).take()) };
             return Err(value.expect("the value was just written"));
         }
         inner.rx_waker.wake();
@@ -139,7 +137,7 @@ impl<T> Receiver<T> {
             // SAFETY: `VALUE` is set (Acquire), so the sender is done with
             // `value`, and it was set before any `RX_GONE` of ours, so the
             // sender will not take it back.
-            let value = unsafe { (*self.inner.value.get()).take() };
+            let value = unsafe { self.inner.value.with_mut(|slot| (*slot).take()) };
             return value.ok_or(TryRecvError::Closed);
         }
         if state & (TX_GONE | RX_GONE) != 0 {
@@ -186,7 +184,7 @@ impl<T> Drop for Receiver<T> {
             // the sender is done with it.
             // Dropped here rather than with the last `Arc`, which may be on
             // the sender's thread.
-            drop(unsafe { (*self.inner.value.get()).take() });
+            drop(unsafe { self.inner.value.with_mut(|slot| (*slot).take()) });
         }
     }
 }

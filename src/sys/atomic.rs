@@ -4,11 +4,14 @@
 
 use std::mem::MaybeUninit;
 
+#[cfg(not(loom))]
+pub(crate) use atomic_waker::AtomicWaker;
+
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize};
 pub(crate) use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize};
 
 /// A flag a waiter raises before it blocks (a shard about to park, a
 /// channel receiver about to return `Pending`), and the handshake that
@@ -106,5 +109,64 @@ impl<T> ValueCell<T> {
         // SAFETY: as above.
         self.cell
             .with_mut(|cell| unsafe { (*cell).assume_init_read() })
+    }
+}
+
+/// A cell shared between threads under an external protocol (the oneshot's
+/// value). Loom's cell checks that protocol's accesses.
+pub(crate) struct SharedCell<T> {
+    #[cfg(not(loom))]
+    cell: std::cell::UnsafeCell<T>,
+    #[cfg(loom)]
+    cell: loom::cell::UnsafeCell<T>,
+}
+
+impl<T> SharedCell<T> {
+    pub(crate) fn new(value: T) -> SharedCell<T> {
+        SharedCell {
+            #[cfg(not(loom))]
+            cell: std::cell::UnsafeCell::new(value),
+            #[cfg(loom)]
+            cell: loom::cell::UnsafeCell::new(value),
+        }
+    }
+
+    /// Calls `f` with a pointer to the value.
+    ///
+    /// # Safety
+    ///
+    /// - No other thread accesses the cell while `f` runs.
+    pub(crate) unsafe fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        #[cfg(not(loom))]
+        return f(self.cell.get());
+        #[cfg(loom)]
+        self.cell.with_mut(f)
+    }
+}
+
+/// Under loom, the waker slot of the channels: `atomic-waker`'s own
+/// atomics are invisible to loom, and with them the ordering its
+/// register/wake pair gives the re-check after a register. This slot gives
+/// the same contract (a wake after a register sees the waker; a register
+/// after a wake is ordered after it) through a loom mutex, so the models
+/// check the channel protocols on top of a correct slot.
+#[cfg(loom)]
+pub(crate) struct AtomicWaker(loom::sync::Mutex<Option<std::task::Waker>>);
+
+#[cfg(loom)]
+impl AtomicWaker {
+    pub(crate) fn new() -> AtomicWaker {
+        AtomicWaker(loom::sync::Mutex::new(None))
+    }
+
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        *self.0.lock().unwrap() = Some(waker.clone());
+    }
+
+    pub(crate) fn wake(&self) {
+        let waker = self.0.lock().unwrap().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }

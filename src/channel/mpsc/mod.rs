@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use atomic_waker::AtomicWaker;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 
@@ -38,7 +37,7 @@ use super::ring::{Refused, Ring, Wait, MAX_CAPACITY};
 use super::thread;
 use super::waiters::Waiters;
 use crate::shard;
-use crate::sys::atomic::ParkFlag;
+use crate::sys::atomic::{AtomicWaker, ParkFlag};
 
 /// A channel holding at most `capacity` values: [`Sender::send`] waits while
 /// it is full.
