@@ -114,12 +114,14 @@ fn watched_bounded_receiver_is_woken_however_its_shard_waits() {
         assert_eq!(back_rx.blocking_recv(), Some(10));
         drop(tx);
         let idle_cpu = rt.block_on(echo).unwrap();
-        // The waits of 100 ms: shard 1 spun at most briefly, then parked.
+        // The waits of 100 ms: shard 1 spun at most briefly, then parked
+        // (natively well under 1 ms of CPU; an emulated 6.1 kernel under
+        // qemu took 17 ms; a shard that kept spinning takes all 100 ms).
         let long_waits = &idle_cpu[20_000..20_002];
         assert!(
             long_waits
                 .iter()
-                .all(|cpu| *cpu < Duration::from_millis(10)),
+                .all(|cpu| *cpu < Duration::from_millis(40)),
             "shard 1 kept spinning on a watched receiver: {long_waits:?}"
         );
     });
