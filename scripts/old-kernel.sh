@@ -98,7 +98,7 @@ timeout "${TIMEOUT:-7200}" qemu-system-x86_64 -machine q35 -cpu max -smp 2 -m 8G
     -accel tcg,thread=multi -kernel "$vmlinuz" -initrd "$work/initramfs.cpio.gz" \
     -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot >"$log" 2>&1 || true
 # The console's escape sequences out, then the lines that matter.
-tr -d '\r' <"$log" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' |
+tr -d '\r' <"$log" | sed 's/\x1bc//g; s/\x1b\[[0-9;?]*[a-zA-Z]//g' |
     grep -E '^=== |^test result|^test .* FAILED|panicked at' >"$work/report.txt" || true
 cat "$work/report.txt"
 grep -q '^=== all done' "$work/report.txt" || { echo "the guest did not finish (see $log)"; exit 1; }
