@@ -163,24 +163,32 @@ impl<T> Queue for Bounded<T> {
 }
 
 /// Unbounded channels queue through a `SegQueue`. To close exactly, each
-/// push counts itself in `pushing` (in steps of 2) around its push; bit 0
-/// is the close. One location, so its modification order is the truth:
-/// a push whose increment saw bit 0 clear got in before the close and is
-/// waited for; one that saw it set refuses. The receiver knows no push is
-/// left once the word reads exactly "closed, none in flight".
+/// push counts itself in `started` (in steps of 2, wrapping) before it
+/// pushes; bit 0 is the close. One location, so its modification order
+/// decides: a push whose increment saw bit 0 clear got in before the close
+/// and will arrive, one that saw it set refuses. The close's `fetch_or`
+/// returns how many got in (`expected`), and the receiver is finished once
+/// it has taken that many. One read-modify-write per send, on a line only
+/// senders write; the receiver's counts are on its own line.
 struct Unbounded<T> {
     queue: SegQueue<T>,
-    pushing: CachePadded<AtomicUsize>,
+    started: CachePadded<AtomicUsize>,
+    /// Receiver only: values taken, and (after the close) how many pushes
+    /// got in before it, both counted modulo `UNBOUNDED_COUNT + 1`.
+    taken: CachePadded<(AtomicUsize, AtomicUsize)>,
 }
 
-/// Bit 0 of `Unbounded::pushing`.
+/// Bit 0 of `Unbounded::started`.
 const UNBOUNDED_CLOSED: usize = 1;
+/// The bits of the unbounded channel's counts.
+const UNBOUNDED_COUNT: usize = usize::MAX >> 1;
 
 impl<T> Unbounded<T> {
     fn new() -> Unbounded<T> {
         Unbounded {
             queue: SegQueue::new(),
-            pushing: CachePadded::new(AtomicUsize::new(0)),
+            started: CachePadded::new(AtomicUsize::new(0)),
+            taken: CachePadded::new((AtomicUsize::new(0), AtomicUsize::new(0))),
         }
     }
 }
@@ -188,30 +196,34 @@ impl<T> Unbounded<T> {
 impl<T> Queue for Unbounded<T> {
     type Item = T;
     fn push(&self, value: T) -> Result<Wake, Refused<T>> {
-        let before = self.pushing.fetch_add(2, Ordering::Acquire);
-        let result = if before & UNBOUNDED_CLOSED != 0 {
-            Err(Refused::Closed(value))
-        } else {
-            self.queue.push(value);
-            Ok(Wake::Check)
-        };
-        // Release: the receiver that reads the count back to 0 sees the
-        // push. It is woken by the caller (`Wake::Check`, or the wake after
-        // a refusal).
-        self.pushing.fetch_sub(2, Ordering::Release);
-        result
-    }
-    fn pop(&self) -> Option<T> {
-        self.queue.pop()
-    }
-    fn close(&self) {
-        self.pushing.fetch_or(UNBOUNDED_CLOSED, Ordering::AcqRel);
-    }
-    fn finished(&self) -> bool {
-        self.pushing.load(Ordering::Acquire) == UNBOUNDED_CLOSED
+        let before = self.started.fetch_add(2, Ordering::Relaxed);
+        if before & UNBOUNDED_CLOSED != 0 {
+            // The receiver counted the pushes at its close; this one is
+            // not among them. (The counter is never taken back: only its
+            // value at the close matters.)
+            return Err(Refused::Closed(value));
+        }
+        self.queue.push(value);
+        Ok(Wake::Check)
     }
     fn park(&self, _watch: bool) -> Wait {
         Wait::Parked
+    }
+    fn pop(&self) -> Option<T> {
+        let value = self.queue.pop()?;
+        let taken = &self.taken.0;
+        // Only the receiver writes it: a plain load and store.
+        let count = taken.load(Ordering::Relaxed).wrapping_add(1) & UNBOUNDED_COUNT;
+        taken.store(count, Ordering::Relaxed);
+        Some(value)
+    }
+    fn close(&self) {
+        let before = self.started.fetch_or(UNBOUNDED_CLOSED, Ordering::Relaxed);
+        self.taken.1.store(before >> 1, Ordering::Relaxed);
+    }
+    fn finished(&self) -> bool {
+        // Every push that got in is popped (so visible): nothing can come.
+        self.taken.0.load(Ordering::Relaxed) == self.taken.1.load(Ordering::Relaxed)
     }
     fn len(&self) -> usize {
         self.queue.len()
