@@ -4,6 +4,8 @@
 
 #[path = "../examples/soak/alloc.rs"]
 mod alloc;
+#[path = "../examples/soak/echo.rs"]
+mod echo;
 #[path = "../examples/soak/soak.rs"]
 mod soak;
 

@@ -10,6 +10,7 @@
 //! `--epoll` for the readiness driver.
 
 mod alloc;
+mod echo;
 mod soak;
 
 use std::io;

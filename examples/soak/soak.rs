@@ -154,7 +154,7 @@ async fn shard_load(
     let listener = TcpListener::bind_reuseport(("127.0.0.1", port))?;
     let server = spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            spawn(echo(stream));
+            spawn(crate::echo::echo(stream, 64 * 1024));
         }
     });
     let failures = Rc::new(Cell::new(0u64));
@@ -205,23 +205,6 @@ async fn shard_load(
         n => Err(io::Error::other(format!(
             "shard {index}: {n} client failures"
         ))),
-    }
-}
-
-async fn echo(mut stream: TcpStream) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    loop {
-        let (res, back) = stream.read(buf).await;
-        match res {
-            Ok(n) if n > 0 => {}
-            _ => return,
-        }
-        let (res, back) = stream.write_all(back).await;
-        if res.is_err() {
-            return;
-        }
-        buf = back;
-        buf.clear();
     }
 }
 

@@ -4,6 +4,12 @@
 
 pub mod proxy;
 
+/// The echo server loop of the network tests (shared with the soak).
+#[path = "../../examples/soak/echo.rs"]
+mod echo_loop;
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
+pub use echo_loop::echo;
+
 use std::time::Duration;
 
 use ringshard::{Builder, DriverKind, DriverType, Runtime};
@@ -178,23 +184,4 @@ pub fn pattern() -> &'static [u8] {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         (0..128 * 1024).map(|_| rng.next() as u8).collect()
     })
-}
-
-/// Echoes `stream` until its peer closes or fails, reading into a buffer of
-/// `capacity`: the server side of the network tests.
-pub async fn echo(mut stream: ringshard::net::TcpStream, capacity: usize) {
-    let mut buf = Vec::with_capacity(capacity);
-    loop {
-        let (res, back) = stream.read(buf).await;
-        match res {
-            Ok(n) if n > 0 => {}
-            _ => return,
-        }
-        let (res, back) = stream.write_all(back).await;
-        if res.is_err() {
-            return;
-        }
-        buf = back;
-        buf.clear();
-    }
 }
