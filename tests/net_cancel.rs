@@ -633,3 +633,33 @@ fn a_read_completed_but_dropped_hands_its_bytes_to_the_next_read() {
         });
     });
 }
+
+/// A read dropped after its recv failed with a reset: the next read
+/// reports the reset, not an end of stream (the socket reports its error
+/// only once, to the recv that took it).
+#[test]
+fn a_reset_seen_by_a_dropped_read_is_reported_by_the_next_read() {
+    let _serial = serial();
+    each_driver(|builder| {
+        let rt = runtime(builder, 1);
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let peer = std::net::TcpStream::connect(addr).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut read = Box::pin(stream.read(Vec::with_capacity(64)));
+            assert!(poll_once(&mut read).await.is_pending());
+            socket2::SockRef::from(&peer)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(peer);
+            // The shard reaps the failed recv; nobody polls `read`.
+            sleep(Duration::from_millis(50)).await;
+            drop(read);
+            let next = timeout(Duration::from_secs(5), stream.read(Vec::with_capacity(64)));
+            let (res, _) = next.await.expect("the next read hung");
+            let error = res.expect_err("a reset is not an end of stream");
+            assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+        });
+    });
+}

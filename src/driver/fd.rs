@@ -55,6 +55,10 @@ struct Late {
     in_flight: usize,
     /// The read waiting for them.
     waker: Option<Waker>,
+    /// An error a dropped read got from the socket (a reset, say): the
+    /// socket reported it once, so the next read reports it, after the
+    /// bytes, rather than a clean end.
+    error: Option<i32>,
 }
 
 impl SharedFd {
@@ -128,8 +132,9 @@ impl SharedFd {
     }
 
     /// A dropped stream read completed: `bytes` is what the kernel wrote
-    /// into its buffer (nothing if it failed or was cancelled in time).
-    pub(crate) fn late_end(&self, bytes: &[u8]) {
+    /// into its buffer (nothing if it failed or was cancelled in time), and
+    /// `error` the errno it failed with, if any (not its cancel).
+    pub(crate) fn late_end(&self, bytes: &[u8], error: Option<i32>) {
         let mut late = self.inner.late.borrow_mut();
         let Some(state) = late.as_mut() else {
             return;
@@ -139,6 +144,7 @@ impl SharedFd {
         state.bytes.extend_from_slice(bytes);
         #[cfg(ringshard_broken = "drop_late_bytes")]
         let _ = bytes;
+        state.error = state.error.or(error);
         let waker = state.waker.take();
         drop(late);
         if let Some(waker) = waker {
@@ -152,9 +158,10 @@ impl SharedFd {
     }
 
     /// Copies up to `len` bytes that dropped reads left into `dst`:
-    /// `Ready(Some(n))` with `n > 0`, `Ready(None)` when there is nothing
-    /// (the read goes on as usual), `Pending` while a dropped read is still
-    /// in flight.
+    /// `Ready(Some(Ok(n)))` with `n > 0`, then the error one of them got
+    /// (`Ready(Some(Err(..)))`), `Ready(None)` when there is nothing (the
+    /// read goes on as usual), `Pending` while a dropped read is still in
+    /// flight.
     ///
     /// # Safety
     ///
@@ -164,7 +171,7 @@ impl SharedFd {
         cx: &mut Context<'_>,
         dst: *mut u8,
         len: usize,
-    ) -> Poll<Option<usize>> {
+    ) -> Poll<Option<std::io::Result<usize>>> {
         let mut late = self.inner.late.borrow_mut();
         let Some(state) = late.as_mut() else {
             return Poll::Ready(None);
@@ -183,7 +190,13 @@ impl SharedFd {
                     *late = None;
                 }
             }
-            return Poll::Ready(Some(n));
+            return Poll::Ready(Some(Ok(n)));
+        }
+        if let Some(errno) = state.error.take() {
+            if state.in_flight == 0 {
+                *late = None;
+            }
+            return Poll::Ready(Some(Err(std::io::Error::from_raw_os_error(errno))));
         }
         if state.in_flight > 0 {
             state.waker = Some(cx.waker().clone());

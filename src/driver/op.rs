@@ -301,11 +301,14 @@ impl<B: IoBufMut> OpCode for Recv<B> {
             return;
         }
         let received = usize::try_from(result).unwrap_or(0);
+        // Our own cancel is no error of the socket's.
+        let error =
+            (result < 0 && -result != libc::ECANCELED && -result != libc::EINTR).then_some(-result);
         let (ptr, len) = self.target();
         // SAFETY: the kernel wrote `received <= len` bytes at `ptr`, where
         // `target` pointed the SQE, and is done with the buffer.
         let bytes = unsafe { std::slice::from_raw_parts(ptr, received.min(len)) };
-        self.fd.late_end(bytes);
+        self.fd.late_end(bytes, error);
     }
 }
 

@@ -57,9 +57,14 @@ async fn read_buffered<B: IoBufMut>(
 }
 
 /// Reads into `buf[offset..capacity]` what dropped reads left on the socket
-/// (see `SharedFd::late_begin`), waiting while one is still in flight;
-/// `None` when there is nothing, and the read goes on as usual.
-async fn read_late<B: IoBufMut>(fd: &SharedFd, buf: &mut B, offset: usize) -> Option<usize> {
+/// (see `SharedFd::late_begin`), waiting while one is still in flight, or
+/// the error one of them got; `None` when there is nothing, and the read
+/// goes on as usual.
+async fn read_late<B: IoBufMut>(
+    fd: &SharedFd,
+    buf: &mut B,
+    offset: usize,
+) -> Option<io::Result<usize>> {
     if !fd.has_late() {
         return None;
     }
@@ -69,7 +74,7 @@ async fn read_late<B: IoBufMut>(fd: &SharedFd, buf: &mut B, offset: usize) -> Op
         // SAFETY: `offset <= total`, inside the buffer's writable memory,
         // which has `total - offset` bytes from there.
         let polled = unsafe { fd.poll_late(cx, buf.write_ptr().add(offset), total - offset) };
-        if let Poll::Ready(Some(n)) = polled {
+        if let Poll::Ready(Some(Ok(n))) = polled {
             // SAFETY: `n` bytes after `offset` were just copied in.
             unsafe { buf.set_init(offset + n) };
         }
@@ -84,8 +89,8 @@ pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufResult<us
         // on io_uring would wait for data it cannot take).
         return (Ok(0), buf);
     }
-    if let Some(n) = read_late(fd, &mut buf, 0).await {
-        return (Ok(n), buf);
+    if let Some(result) = read_late(fd, &mut buf, 0).await {
+        return (result, buf);
     }
     if let Some(result) = read_buffered(fd, &mut buf, 0).await {
         return (result, buf);
@@ -117,9 +122,13 @@ pub(crate) async fn read_exact<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufRes
     let total = buf.bytes_total();
     let mut offset = 0;
     while offset < total {
-        if let Some(n) = read_late(fd, &mut buf, offset).await {
-            offset += n;
-            continue;
+        match read_late(fd, &mut buf, offset).await {
+            Some(Ok(n)) => {
+                offset += n;
+                continue;
+            }
+            Some(Err(error)) => return (Err(error), buf),
+            None => {}
         }
         if let Some(result) = read_buffered(fd, &mut buf, offset).await {
             match result {
@@ -230,10 +239,13 @@ macro_rules! stream_io_methods {
         ///   bytes it received by then are kept and returned, first and in
         ///   order, by the next read of this socket; `buf` is then freed.
         ///
-        /// The one exception: a read future dropped off its shard (after
-        /// `block_on` returned, say) cannot reach its driver, so its `buf`
-        /// is leaked rather than freed under the kernel, with whatever the
-        /// kernel put there.
+        /// An error such a dropped read got (a reset) is returned by the
+        /// next read after its bytes, never turned into an end of stream.
+        ///
+        /// The one exception: a read future dropped where it cannot reach
+        /// its driver (off its shard, after `block_on` returned, say; or
+        /// while the driver is in use) has its `buf` leaked rather than
+        /// freed under the kernel, with whatever the kernel put there.
         pub async fn read<B: $crate::buf::IoBufMut>(
             &mut self,
             buf: B,

@@ -230,8 +230,15 @@ impl Shared {
     /// After `close`: waits out the `push_new`s that saw the shard open (a
     /// few instructions each).
     pub(crate) fn wait_for_new_pushes(&self) {
+        // A pusher preempted mid-push gets the CPU back after a while.
+        let mut spins = 0u32;
         while self.pushing_new.load(Ordering::SeqCst) != 0 {
-            std::hint::spin_loop();
+            spins += 1;
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
 

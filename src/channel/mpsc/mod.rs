@@ -188,7 +188,9 @@ impl<T> Unbounded<T> {
         Unbounded {
             queue: SegQueue::new(),
             started: CachePadded::new(AtomicUsize::new(0)),
-            taken: CachePadded::new((AtomicUsize::new(0), AtomicUsize::new(0))),
+            // `expected` starts with its top bit set, which no count has:
+            // `finished` is false until the close sets it.
+            taken: CachePadded::new((AtomicUsize::new(0), AtomicUsize::new(usize::MAX))),
         }
     }
 }
@@ -219,6 +221,7 @@ impl<T> Queue for Unbounded<T> {
     }
     fn close(&self) {
         let before = self.started.fetch_or(UNBOUNDED_CLOSED, Ordering::Relaxed);
+        debug_assert_eq!(before & UNBOUNDED_CLOSED, 0, "closed once (Chan::close)");
         self.taken.1.store(before >> 1, Ordering::Relaxed);
     }
     fn finished(&self) -> bool {
@@ -282,12 +285,8 @@ impl<Q: Queue> Chan<Q> {
                 Ok(())
             }
             Err(Refused::Full(value)) => Err(TrySendError::Full(value)),
-            Err(Refused::Closed(value)) => {
-                // A receiver that closed may be waiting for this push to
-                // be over (unbounded), or for its end.
-                self.wake_receiver();
-                Err(TrySendError::Closed(value))
-            }
+            // A refusal changes nothing the receiver waits on.
+            Err(Refused::Closed(value)) => Err(TrySendError::Closed(value)),
         }
     }
 
