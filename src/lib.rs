@@ -21,6 +21,7 @@
 
 pub mod buf;
 pub mod channel;
+mod context;
 mod driver;
 #[cfg(all(test, loom))]
 mod loom_models;

@@ -27,7 +27,7 @@ impl Wake for ThreadWaker {
 #[track_caller]
 pub(crate) fn block_on<F: Future>(what: &str, future: F) -> F::Output {
     assert!(
-        !crate::shard::in_shard(),
+        !crate::context::in_shard(),
         "{what} called on a ringshard shard, which it would block; use the async method"
     );
     let mut future = pin!(future);

@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawF
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::shard;
+use crate::context;
 
 /// A reference-counted fd, closed when the last clone drops. `!Send`: it
 /// belongs to the shard that created it.
@@ -219,7 +219,7 @@ impl Drop for Inner {
             return drop(fd);
         };
         let mut fd = Some(fd);
-        shard::with_driver_of(uid, |driver| {
+        context::with_driver_of(uid, |driver| {
             driver.release(fd.take().expect("once"), token)
         });
         let Some(fd) = fd else {
@@ -235,13 +235,13 @@ impl Drop for Inner {
         // if that shard has shut down: then nothing is submitted any more.
         if !self.multishot.get() {
             drop(fd);
-            return shard::release_on(uid, (None, token));
+            return context::release_on(uid, (None, token));
         }
         let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
         #[cfg(ringshard_broken = "leak_dropped_off_shard")]
         return std::mem::forget(fd);
         #[allow(unreachable_code, reason = "after the broken build's return")]
-        shard::release_on(uid, (Some(fd), token));
+        context::release_on(uid, (Some(fd), token));
     }
 }
 

@@ -24,7 +24,7 @@ use socket2::{SockAddr, SockAddrStorage};
 use super::fd::SharedFd;
 use super::Driver;
 use crate::buf::{IoBuf, IoBufMut};
-use crate::shard;
+use crate::context;
 
 /// Which readiness an op waits for on the poll driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +119,7 @@ impl<T: Operation> Future for Op<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let state = &mut this.state;
-        let polled = shard::with_current_driver(|uid, driver| match driver {
+        let polled = context::with_current_driver(|uid, driver| match driver {
             #[cfg(target_os = "linux")]
             Driver::Uring(uring) => super::uring::op::poll(uring, uid, state, cx),
             Driver::Poll(poll) => super::poll::op::poll(poll, uid, state, cx),
@@ -149,7 +149,7 @@ impl<T: Operation> Drop for Op<T> {
                 uid, token, waiter, ..
             } => {
                 if let Some(waiter) = waiter {
-                    shard::with_driver_of(uid, |driver| {
+                    context::with_driver_of(uid, |driver| {
                         if let Driver::Poll(poll) = driver {
                             poll.remove_waiter(token, waiter);
                         }

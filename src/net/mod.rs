@@ -82,7 +82,7 @@ async fn accept_multishot(listener: &SharedFd) -> Option<io::Result<RawFd>> {
         use crate::driver::uring::Accepted;
         use crate::driver::Driver;
         std::future::poll_fn(|cx| {
-            let polled = crate::shard::with_current_driver(|uid, driver| match driver {
+            let polled = crate::context::with_current_driver(|uid, driver| match driver {
                 Driver::Uring(uring) => uring.accept_multishot(uid, listener, cx.waker()),
                 Driver::Poll(_) => Accepted::Fallback,
             });

@@ -4,9 +4,9 @@ use std::io;
 use std::task::Poll;
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::context;
 use crate::driver::fd::SharedFd;
 use crate::driver::op::{Op, Recv, Send, SendMsg};
-use crate::shard;
 
 /// Reads into `buf[offset..capacity]` from what the socket's multishot recv
 /// received (io_uring; see `driver/uring/recv.rs`), setting `buf`'s length.
@@ -29,7 +29,7 @@ async fn read_buffered<B: IoBufMut>(
             let offset = offset.min(total);
             // SAFETY: `offset <= total`, inside the buffer's writable memory.
             let dst = unsafe { buf.write_ptr().add(offset) };
-            let polled = shard::with_current_driver(|uid, driver| match driver {
+            let polled = context::with_current_driver(|uid, driver| match driver {
                 Driver::Uring(uring) => {
                     uring.read_buffered(uid, fd, dst, total - offset, cx.waker())
                 }
@@ -51,7 +51,7 @@ async fn read_buffered<B: IoBufMut>(
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (fd, buf, offset, shard::in_shard);
+        let _ = (fd, buf, offset, context::in_shard);
         None
     }
 }

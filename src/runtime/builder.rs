@@ -5,8 +5,9 @@ use std::thread;
 use std::time::Duration;
 
 use super::{Runtime, Worker};
+use crate::context;
 use crate::driver::{Driver, DriverKind, DriverOptions, DriverType};
-use crate::shard::{self, Config, Core, RuntimeShared, Shared};
+use crate::shard::{Config, Core, RuntimeShared, Shared};
 use crate::sys;
 
 /// `Builder::spin_before_park`'s default (see BENCHMARKS.md).
@@ -450,7 +451,7 @@ fn worker_main(
     };
     let core = Core::new(shared, runtime.clone(), driver, config);
     {
-        let _enter = shard::enter(&core);
+        let _enter = context::enter(&core);
         // Task panics are caught per task; one that escapes the loop (a
         // user's waker panicking as a timer fires it, say) ends the loop,
         // and the shard shuts down as if asked: its tasks are dropped

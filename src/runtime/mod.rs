@@ -15,8 +15,9 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::context;
 use crate::driver::DriverKind;
-use crate::shard::{self, Core, RuntimeShared};
+use crate::shard::{Core, RuntimeShared};
 use crate::sys::AffinityGuard;
 use crate::task::{spawn_on, ShardId};
 
@@ -102,11 +103,11 @@ impl Runtime {
     #[track_caller]
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         assert!(
-            !shard::in_shard(),
+            !context::in_shard(),
             "Runtime::block_on called from inside a ringshard shard; await the future instead"
         );
         let _affinity = self.cpu0.map(AffinityGuard::pin);
-        let _enter = shard::enter(&self.core);
+        let _enter = context::enter(&self.core);
         self.core.block_on(future)
     }
 
@@ -215,7 +216,7 @@ impl Runtime {
             shard.request_shutdown();
         }
         {
-            let _enter = shard::enter(&self.core);
+            let _enter = context::enter(&self.core);
             self.core.shutdown(deadline);
         }
         let mut running = self.workers.iter().filter(|w| w.thread.is_some()).count();

@@ -2,7 +2,7 @@
 //! turns them.
 //!
 //! [`Core`] is the part only the shard's thread touches (non-atomic); it is
-//! reached through the one thread-local of the crate, [`CURRENT`]. [`Shared`]
+//! reached through the one thread-local of the crate, in [`crate::context`]. [`Shared`]
 //! is the thread-safe door into a shard: its inbox, its parked flag and its
 //! counters.
 //!
@@ -38,6 +38,7 @@ use crossbeam_deque::{Steal, Worker};
 
 use self::registry::Registry;
 use self::watch::Watches;
+use crate::context::with_current;
 use crate::driver::{Driver, Ready};
 use crate::task::{Runnable, ShardId};
 use crate::time::wheel::{TimerKey, Wheel};
@@ -48,47 +49,8 @@ const SPIN_CHECKS: u32 = 32;
 /// Tasks run per turn before the shard looks at its inbox, timers and I/O.
 const BUDGET: usize = 61;
 
-thread_local! {
-    /// The shard running on this thread, null outside a shard.
-    static CURRENT: Cell<*const Core> = const { Cell::new(ptr::null()) };
-}
-
 /// Source of [`Core::uid`]: tells shards apart even across runtimes.
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
-
-/// Calls `f` with the shard running on this thread, if any.
-pub(crate) fn with_current<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
-    let core = CURRENT.with(Cell::get);
-    // SAFETY: CURRENT is only non-null between `enter` and the drop of its
-    // guard, which borrows the Core for that whole time.
-    (!core.is_null()).then(|| f(unsafe { &*core }))
-}
-
-/// Calls `f` with the current shard's uid and driver.
-pub(crate) fn with_current_driver<R>(f: impl FnOnce(u64, &mut Driver) -> R) -> Option<R> {
-    with_current(|core| f(core.uid, &mut core.driver.borrow_mut()))
-}
-
-/// Calls `f` with the driver of the shard `uid` if that shard runs on this
-/// thread and its driver is not already in use.
-pub(crate) fn with_driver_of<R>(uid: u64, f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
-    if with_current(|core| core.uid) != Some(uid) {
-        return None;
-    }
-    with_free_driver(f)
-}
-
-/// Calls `f` with the current shard's driver, if this thread runs a shard
-/// and its driver is not already in use.
-pub(crate) fn with_free_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
-    with_current(|core| Some(f(&mut *core.driver.try_borrow_mut().ok()?))).flatten()
-}
-
-/// Whether the current shard's run queue is empty: the task being polled
-/// is the only work of this turn.
-pub(crate) fn nothing_else_ready() -> bool {
-    with_current(|core| core.run_queue.borrow().is_empty()).unwrap_or(false)
-}
 
 /// Whether a future polled now with `waker` may wait through a [`Beacon`]:
 /// this thread runs a shard that spins before parking and has room for
@@ -121,50 +83,26 @@ pub(crate) fn watch(beacon: Beacon, waker: Waker) {
     }
 }
 
-/// Whether this thread is running a shard.
-pub(crate) fn in_shard() -> bool {
-    !CURRENT.with(Cell::get).is_null()
-}
-
-/// Makes `core` the current shard until the guard drops.
-pub(crate) struct EnterGuard<'a> {
-    previous: *const Core,
-    _core: &'a Core,
-}
-
-pub(crate) fn enter(core: &Core) -> EnterGuard<'_> {
-    let previous = CURRENT.with(|current| current.replace(core));
-    EnterGuard {
-        previous,
-        _core: core,
-    }
-}
-
-impl Drop for EnterGuard<'_> {
-    fn drop(&mut self) {
-        CURRENT.with(|current| current.set(self.previous));
-    }
-}
-
 /// Where a woken task goes: the local run queue when the waking thread runs
 /// the task's shard, otherwise the owner's inbox.
 pub(crate) fn schedule(runnable: Runnable) {
-    let core = CURRENT.with(Cell::get);
-    if !core.is_null() {
-        // SAFETY: see `with_current`.
-        let core = unsafe { &*core };
-        let owner = &runnable.metadata().owner;
-        if ptr::eq(Arc::as_ptr(&core.shared), Arc::as_ptr(owner)) {
-            core.push_local(runnable);
+    let mut runnable = Some(runnable);
+    with_current(|core| {
+        let Some(task) = runnable.as_ref() else {
             return;
-        }
+        };
+        let owner = &task.metadata().owner;
         // A stealable task may run on any shard of its runtime: it stays
         // where it was woken.
-        if runnable.metadata().stealable && core.deque.is_some() && core.same_runtime(owner) {
-            core.push_local(runnable);
-            return;
+        let here = ptr::eq(Arc::as_ptr(&core.shared), Arc::as_ptr(owner))
+            || (task.metadata().stealable && core.deque.is_some() && core.same_runtime(owner));
+        if here {
+            core.push_local(runnable.take().expect("checked above"));
         }
-    }
+    });
+    let Some(runnable) = runnable else {
+        return;
+    };
     // Keep the owner alive past the push: once queued, the task (and the
     // Arc in its metadata) may be freed by the owner at any moment.
     let owner = runnable.metadata().owner.clone();
@@ -190,7 +128,7 @@ fn bump(cell: &Cell<u64>, by: u64) {
 }
 
 /// The shard-local half of a shard. Lives on its thread; `!Send` in spirit
-/// (it is only ever reached through [`CURRENT`]).
+/// (it is only ever reached through [`crate::context`]).
 pub(crate) struct Core {
     pub(crate) shared: Arc<Shared>,
     pub(crate) runtime: Arc<RuntimeShared>,
@@ -254,6 +192,19 @@ impl Core {
             remote_recent: Cell::new(false),
             counters: Counters::default(),
         }
+    }
+
+    /// Tells this shard apart from every other, across runtimes.
+    pub(crate) fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    pub(crate) fn driver(&self) -> &RefCell<Driver> {
+        &self.driver
+    }
+
+    pub(crate) fn run_queue_is_empty(&self) -> bool {
+        self.run_queue.borrow().is_empty()
     }
 
     pub(crate) fn id(&self) -> ShardId {

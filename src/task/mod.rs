@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::context;
 use crate::shard::{self, Registration, Shared};
 
 /// What a task's header carries: the shard that owns (polls and drops) it,
@@ -93,7 +94,7 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    shard::with_current(|core| {
+    context::with_current(|core| {
         let (runnable, handle) = create(core.shared.clone(), future, false);
         core.spawn_local(runnable);
         handle
@@ -137,7 +138,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    shard::with_current(|core| {
+    context::with_current(|core| {
         let (runnable, handle) = create(core.shared.clone(), future, true);
         core.spawn_stealable(runnable);
         handle
@@ -173,7 +174,7 @@ where
     Fut: Future + 'static,
     Fut::Output: Send + 'static,
 {
-    shard::with_current(|core| {
+    context::with_current(|core| {
         let Some(target) = core.runtime.shards.get(shard.index()) else {
             panic!(
                 "ringshard::spawn_on: {shard} does not exist (the runtime has {} shards)",
@@ -186,7 +187,7 @@ where
         // The future is built on the target by the task's first poll, so
         // nothing `!Send` ever exists on this thread.
         let lazy = async move {
-            shard::with_current(|core| core.count_spawn());
+            context::with_current(|core| core.count_spawn());
             make().await
         };
         let (runnable, handle) = create(target.clone(), lazy, false);
@@ -308,7 +309,7 @@ impl<F> Drop for CatchUnwind<F> {
 ///
 /// When called outside a ringshard runtime.
 pub fn current_shard() -> ShardId {
-    shard::with_current(|core| core.id())
+    context::with_current(|core| core.id())
         .expect("ringshard::current_shard called outside a ringshard runtime")
 }
 

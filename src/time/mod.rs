@@ -15,7 +15,8 @@ use std::time::Duration;
 
 pub use std::time::Instant;
 
-use crate::shard::{self, TimerRegistration};
+use crate::context;
+use crate::shard::TimerRegistration;
 
 /// Roughly 30 years: what a deadline that overflows `Instant` becomes.
 fn far_future() -> Instant {
@@ -87,7 +88,7 @@ impl Sleep {
 
     fn cancel(&mut self) {
         if self.registration.is_some() {
-            shard::with_current(|core| core.cancel_sleep(&mut self.registration));
+            context::with_current(|core| core.cancel_sleep(&mut self.registration));
             // Registered elsewhere (or no shard here): forget it; the stale
             // entry only causes one spurious wake.
             self.registration = None;
@@ -100,7 +101,7 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        shard::with_current(|core| core.poll_sleep(this.deadline, &mut this.registration, cx))
+        context::with_current(|core| core.poll_sleep(this.deadline, &mut this.registration, cx))
             .expect("ringshard::time::Sleep polled outside a ringshard runtime")
     }
 }

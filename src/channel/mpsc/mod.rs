@@ -36,7 +36,6 @@ use crossbeam_utils::CachePadded;
 use super::ring::{Refused, Ring, Wait, MAX_CAPACITY};
 use super::thread;
 use super::waiters::Waiters;
-use crate::shard;
 use crate::sys::atomic::{AtomicWaker, ParkFlag};
 
 /// A channel holding at most `capacity` values: [`Sender::send`] waits while
@@ -324,7 +323,7 @@ impl<Q: Queue> Chan<Q> {
         // A bounded queue marks the slot of the next value instead, so its
         // senders need no fence; on a spinning shard, the shard watches
         // that slot and its senders wake no one.
-        let wait = self.queue.park(shard::can_watch(cx.waker()));
+        let wait = self.queue.park(crate::shard::can_watch(cx.waker()));
         match self.try_recv() {
             Ok(value) => {
                 self.rx_parked.lower();
@@ -334,7 +333,7 @@ impl<Q: Queue> Chan<Q> {
             Err(TryRecvError::Empty) => {
                 match wait {
                     Wait::Parked => {}
-                    Wait::Watched(beacon) => shard::watch(beacon, cx.waker().clone()),
+                    Wait::Watched(beacon) => crate::shard::watch(beacon, cx.waker().clone()),
                     // Published between our pop and our mark, yet not
                     // poppable: a value is never half there, so this cannot
                     // happen; poll again rather than sleep on it.

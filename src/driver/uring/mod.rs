@@ -938,7 +938,7 @@ impl Drop for UringDriver {
 /// Wakes `target` with a message from the calling thread's shard, if that
 /// shard runs a uring driver not in use right now (see `wake.rs`).
 fn send_wake_from_current(target: &Arc<Wake>) -> bool {
-    crate::shard::with_free_driver(|driver| match driver {
+    crate::context::with_free_driver(|driver| match driver {
         super::Driver::Uring(driver) => driver.send_wake(target),
         super::Driver::Poll(_) => false,
     })

@@ -8,9 +8,9 @@ use io_uring::{opcode, squeue, types};
 
 use super::{OpKey, UringDriver};
 use crate::buf::{IoBuf, IoBufMut};
+use crate::context;
 use crate::driver::op::{Accept, Connect, OpCode, Operation, Recv, RecvMsg, Send, SendMsg, State};
 use crate::driver::{Driver, Orphan};
-use crate::shard;
 
 /// Builds the op's SQE. Its pointers point into heap memory the op owns, so
 /// they stay valid while the op (or, once abandoned, the slab) keeps it.
@@ -167,7 +167,7 @@ pub(crate) fn poll<T: Operation>(
             && match uring.tuning.direct_send {
                 0 => false,
                 1 => true,
-                _ => shard::nothing_else_ready(),
+                _ => context::nothing_else_ready(),
             };
         if direct {
             if let Some(result) = op.try_now() {
@@ -213,7 +213,7 @@ pub(crate) fn abandon<T: Operation>(uid: u64, key: OpKey, op: T) {
         return;
     }
     let mut op = Some(op);
-    let done = shard::with_driver_of(uid, |driver| match driver {
+    let done = context::with_driver_of(uid, |driver| match driver {
         Driver::Uring(uring) => {
             let op = op.take().expect("taken once");
             // Only an op the driver still holds gets its late result.

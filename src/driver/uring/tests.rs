@@ -15,8 +15,8 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types};
 
 use super::{OpKey, UringDriver};
+use crate::context;
 use crate::driver::{Driver, Orphan};
-use crate::shard;
 use crate::{DriverKind, DriverType, Runtime};
 
 /// Resources a raw op keeps until its CQE.
@@ -33,7 +33,7 @@ struct RawOp<T: 'static> {
 }
 
 fn with_uring<R>(f: impl FnOnce(&mut UringDriver) -> R) -> R {
-    shard::with_current_driver(|_, driver| match driver {
+    context::with_current_driver(|_, driver| match driver {
         Driver::Uring(uring) => f(uring),
         _ => panic!("not an io_uring shard"),
     })
