@@ -21,6 +21,7 @@
 
 pub mod buf;
 pub mod channel;
+pub mod compat;
 mod context;
 mod driver;
 #[cfg(all(test, loom))]

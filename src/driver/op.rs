@@ -454,3 +454,24 @@ impl<B: IoBufMut> OpCode for RecvMsg<B> {
         &self.fd
     }
 }
+
+/// Waits until the socket is readable (`WRITE == false`) or writable: the
+/// wait of poll-mode I/O (`net/poll_io.rs`), whose syscalls are made by the
+/// caller straight from or into its own memory. Completes with the readiness
+/// seen (io_uring: the `revents` of a one-shot `POLL_ADD`), after which the
+/// caller tries its syscall again. It lends the kernel nothing but the fd.
+pub(crate) struct Readiness<const WRITE: bool> {
+    pub(crate) fd: SharedFd,
+}
+
+impl<const WRITE: bool> OpCode for Readiness<WRITE> {
+    const DIRECTION: Direction = if WRITE {
+        Direction::Write
+    } else {
+        Direction::Read
+    };
+
+    fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+}

@@ -11,8 +11,9 @@
 //! its last op in flight has completed, so its number is never reused under
 //! an op.
 
+pub(crate) mod poll_io;
 mod stream;
-mod tcp;
+pub(crate) mod tcp;
 mod udp;
 mod unix;
 

@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
+use super::poll_io::PollIo;
 use super::{each_addr, stream::stream_io_methods};
 use crate::driver::fd::SharedFd;
 use crate::driver::op::{Connect, Op};
@@ -93,7 +94,10 @@ impl TcpListener {
     /// dropped listener closes the connections nobody took.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (fd, addr) = super::accept(&self.fd).await?;
-        let stream = TcpStream { fd };
+        let stream = TcpStream {
+            fd,
+            poll: PollIo::default(),
+        };
         let peer = addr.as_socket().map_or_else(|| stream.peer_addr(), Ok)?;
         Ok((stream, peer))
     }
@@ -125,6 +129,12 @@ pub(crate) fn socket_addr(addr: SockAddr) -> io::Result<SocketAddr> {
 /// ```
 pub struct TcpStream {
     fd: SharedFd,
+    /// Poll-mode I/O's readiness waits (`crate::compat`).
+    #[cfg_attr(
+        not(any(feature = "tokio-io", feature = "futures-io", feature = "hyper")),
+        allow(dead_code, reason = "used by the compat features")
+    )]
+    poll: PollIo,
 }
 
 impl TcpStream {
@@ -156,7 +166,10 @@ impl TcpStream {
         };
         let (result, connect) = Op::new(connect).await;
         result?;
-        Ok(TcpStream { fd: connect.fd })
+        Ok(TcpStream {
+            fd: connect.fd,
+            poll: PollIo::default(),
+        })
     }
 
     stream_io_methods!("TcpStream");
@@ -193,8 +206,12 @@ impl TcpStream {
         (
             OwnedReadHalf {
                 fd: self.fd.clone(),
+                poll: PollIo::default(),
             },
-            OwnedWriteHalf { fd: self.fd },
+            OwnedWriteHalf {
+                fd: self.fd,
+                poll: PollIo::default(),
+            },
         )
     }
 
@@ -202,6 +219,7 @@ impl TcpStream {
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         Ok(TcpStream {
             fd: SharedFd::new(stream.into()),
+            poll: PollIo::default(),
         })
     }
 }
@@ -209,6 +227,12 @@ impl TcpStream {
 /// The read half of a [`TcpStream`], from [`TcpStream::into_split`].
 pub struct OwnedReadHalf {
     fd: SharedFd,
+    /// Poll-mode I/O's readiness waits (`crate::compat`).
+    #[cfg_attr(
+        not(any(feature = "tokio-io", feature = "futures-io", feature = "hyper")),
+        allow(dead_code, reason = "used by the compat features")
+    )]
+    poll: PollIo,
 }
 
 impl OwnedReadHalf {
@@ -247,6 +271,12 @@ impl OwnedReadHalf {
 /// tokio's does.
 pub struct OwnedWriteHalf {
     fd: SharedFd,
+    /// Poll-mode I/O's readiness waits (`crate::compat`).
+    #[cfg_attr(
+        not(any(feature = "tokio-io", feature = "futures-io", feature = "hyper")),
+        allow(dead_code, reason = "used by the compat features")
+    )]
+    poll: PollIo,
 }
 
 impl OwnedWriteHalf {
@@ -319,5 +349,28 @@ macro_rules! fd_traits {
 }
 
 pub(crate) use fd_traits;
+
+/// A stream (or half) poll-mode I/O works on: its socket and its waits.
+#[cfg_attr(
+    not(any(feature = "tokio-io", feature = "futures-io", feature = "hyper")),
+    allow(dead_code, reason = "used by the compat features")
+)]
+pub(crate) trait PollStream {
+    fn poll_parts(&mut self) -> (&SharedFd, &mut PollIo);
+}
+
+macro_rules! poll_stream {
+    ($($name:ident),*) => {$(
+        impl $crate::net::tcp::PollStream for $name {
+            fn poll_parts(&mut self) -> (&SharedFd, &mut $crate::net::poll_io::PollIo) {
+                (&self.fd, &mut self.poll)
+            }
+        }
+    )*};
+}
+
+pub(crate) use poll_stream;
+
+poll_stream!(TcpStream, OwnedReadHalf, OwnedWriteHalf);
 
 fd_traits!(TcpListener, TcpStream, OwnedReadHalf, OwnedWriteHalf);

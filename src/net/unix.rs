@@ -10,7 +10,8 @@ use std::path::Path;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use super::stream::stream_io_methods;
-use super::tcp::fd_traits;
+use super::poll_io::PollIo;
+use super::tcp::{fd_traits, poll_stream};
 use crate::driver::fd::SharedFd;
 use crate::driver::op::{Connect, Op};
 
@@ -68,7 +69,10 @@ impl UnixListener {
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         // std can represent an unnamed peer; socket2's address cannot.
         let (fd, _) = super::accept(&self.fd).await?;
-        let stream = UnixStream { fd };
+        let stream = UnixStream {
+            fd,
+            poll: PollIo::default(),
+        };
         let peer = stream.peer_addr()?;
         Ok((stream, peer))
     }
@@ -83,6 +87,12 @@ impl UnixListener {
 /// [`TcpStream`](crate::net::TcpStream).
 pub struct UnixStream {
     fd: SharedFd,
+    /// Poll-mode I/O's readiness waits (`crate::compat`).
+    #[cfg_attr(
+        not(any(feature = "tokio-io", feature = "futures-io", feature = "hyper")),
+        allow(dead_code, reason = "used by the compat features")
+    )]
+    poll: PollIo,
 }
 
 impl UnixStream {
@@ -101,7 +111,10 @@ impl UnixStream {
         };
         let (result, connect) = Op::new(connect).await;
         result?;
-        Ok(UnixStream { fd: connect.fd })
+        Ok(UnixStream {
+            fd: connect.fd,
+            poll: PollIo::default(),
+        })
     }
 
     /// A connected pair of streams.
@@ -110,9 +123,11 @@ impl UnixStream {
         Ok((
             UnixStream {
                 fd: SharedFd::from(a),
+                poll: PollIo::default(),
             },
             UnixStream {
                 fd: SharedFd::from(b),
+                poll: PollIo::default(),
             },
         ))
     }
@@ -136,3 +151,4 @@ impl UnixStream {
 }
 
 fd_traits!(UnixListener, UnixStream);
+poll_stream!(UnixStream);

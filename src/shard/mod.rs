@@ -20,7 +20,7 @@ mod shared;
 mod watch;
 
 pub(crate) use registry::Registration;
-pub(crate) use shared::{release_on, Config, RuntimeShared, Shared};
+pub(crate) use shared::{release_on, shared_of, Config, RuntimeShared, Shared};
 pub(crate) use watch::Beacon;
 
 use std::cell::{Cell, RefCell};

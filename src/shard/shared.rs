@@ -112,6 +112,11 @@ pub(crate) fn forget(uid: u64) {
     shards().remove(&uid);
 }
 
+/// The shard `uid`, while it lives.
+pub(crate) fn shared_of(uid: u64) -> Option<Arc<Shared>> {
+    shards().get(&uid).and_then(Weak::upgrade)
+}
+
 /// Hands a socket dropped off its shard to shard `uid`. Once that shard
 /// stopped taking releases (or is gone), nothing can submit to its driver
 /// any more, and the fd simply closes here.

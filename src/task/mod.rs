@@ -197,6 +197,19 @@ where
     .expect("ringshard::spawn_on called outside a ringshard runtime")
 }
 
+/// Runs `future` as a detached task of the shard `uid`, if it still runs;
+/// otherwise (or if it closes first) the future is dropped unpolled here.
+pub(crate) fn spawn_detached_on<F>(uid: u64, future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if let Some(target) = crate::shard::shared_of(uid) {
+        let (runnable, handle) = create(target.clone(), future, false);
+        target.push_new(runnable);
+        drop(handle);
+    }
+}
+
 /// Makes a task owned by `owner`. A `stealable` one must be `Send` with a
 /// `Send` output (`spawn_stealable`'s bounds).
 fn create<F>(owner: Arc<Shared>, future: F, stealable: bool) -> (Runnable, JoinHandle<F::Output>)

@@ -5,8 +5,12 @@ use std::io;
 use std::task::{Context, Poll};
 
 use super::PollDriver;
+use crate::driver::fd::SharedFd;
+use crate::driver::op::Direction;
 use crate::buf::{IoBuf, IoBufMut};
-use crate::driver::op::{Accept, Connect, Operation, Recv, RecvMsg, Send, SendMsg, State};
+use crate::driver::op::{
+    Accept, Connect, Operation, Readiness, Recv, RecvMsg, Send, SendMsg, State,
+};
 
 /// Makes the op's syscall once, without blocking.
 pub(crate) trait PollOp {
@@ -145,6 +149,64 @@ impl<B: IoBufMut> PollOp for RecvMsg<B> {
     }
 }
 
+/// The registration says the socket is ready: the caller's own syscall
+/// comes next. (Poll-mode I/O reports its `WouldBlock` to
+/// [`PollDriver::would_block`] before waiting, so a readiness seen before
+/// that syscall cannot complete the wait.)
+impl<const WRITE: bool> PollOp for Readiness<WRITE> {
+    fn syscall(&mut self) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+/// The socket's token on this driver (shard `uid`), registering it on first
+/// use; an error if it belongs to another shard's driver.
+fn token_of(driver: &mut PollDriver, uid: u64, fd: &SharedFd) -> io::Result<u64> {
+    match fd.registration() {
+        Some((owner, token)) if owner == uid => Ok(token),
+        Some(_) => Err(io::Error::other(
+            "this socket belongs to another shard; I/O objects stay on the shard that made them",
+        )),
+        None => driver.register(fd.raw()).inspect(|&token| {
+            fd.set_registration((uid, token));
+        }),
+    }
+}
+
+impl PollDriver {
+    /// A syscall of poll-mode I/O on `fd` said `WouldBlock`: the next wait
+    /// in `direction` waits for a new event. Registers the socket if this
+    /// is its first use (epoll then reports at once a readiness that came
+    /// after the syscall).
+    pub(crate) fn would_block(
+        &mut self,
+        uid: u64,
+        fd: &SharedFd,
+        direction: Direction,
+    ) -> io::Result<()> {
+        let token = token_of(self, uid, fd)?;
+        self.clear_ready(token, direction);
+        Ok(())
+    }
+
+    /// A poll-mode stream syscall came up short (see [`PollOp::drained`]).
+    pub(crate) fn drained_fd(&mut self, uid: u64, fd: &SharedFd, direction: Direction) {
+        if let Some((owner, token)) = fd.registration() {
+            if owner == uid {
+                self.drained(token, direction);
+            }
+        }
+    }
+
+    /// Whether `fd` may be ready in `direction` (true when unknown).
+    pub(crate) fn may_be_ready(&mut self, uid: u64, fd: &SharedFd, direction: Direction) -> bool {
+        match fd.registration() {
+            Some((owner, token)) if owner == uid => self.is_ready(token, direction),
+            _ => true,
+        }
+    }
+}
+
 /// Registers the op's socket on its first poll, then alternates syscall and
 /// waiting for readiness until the syscall does not say `WouldBlock`.
 pub(crate) fn poll<T: Operation>(
@@ -154,15 +216,7 @@ pub(crate) fn poll<T: Operation>(
     cx: &mut Context<'_>,
 ) -> Poll<(io::Result<usize>, T)> {
     if let State::Idle(op) = state {
-        let token = match op.fd().registration() {
-            Some((owner, token)) if owner == uid => Ok(token),
-            Some(_) => Err(io::Error::other(
-                "this socket belongs to another shard; I/O objects stay on the shard that made them",
-            )),
-            None => driver.register(op.fd().raw()).inspect(|&token| {
-                op.fd().set_registration((uid, token));
-            }),
-        };
+        let token = token_of(driver, uid, op.fd());
         let State::Idle(op) = std::mem::replace(state, State::Done) else {
             unreachable!("matched above")
         };
@@ -219,7 +273,6 @@ pub(crate) fn poll<T: Operation>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::fd::SharedFd;
 
     /// A write readiness that comes while the connect is still under way
     /// (a stale event, say) has no pending error either: it must not be

@@ -311,6 +311,15 @@ impl UringDriver {
 
     /// Hands the queued SQEs to the kernel without waiting; false if the
     /// kernel refused.
+    /// Hands queued SQEs to the kernel now (poll-mode writes do this first,
+    /// so their direct syscall never goes ahead of a queued send).
+    pub(crate) fn flush_submissions(&mut self) {
+        if !self.ring.submission().is_empty() && !self.submit_queued() {
+            // A failed submit leaves them queued; the next turn retries.
+            self.stats.driver_errors += 1;
+        }
+    }
+
     fn submit_queued(&mut self) -> bool {
         let result = self.ring.submit();
         #[cfg(test)]
@@ -977,6 +986,7 @@ fn probe_opcodes(ring: &IoUring) -> io::Result<io_uring::Probe> {
         ("ACCEPT", opcode::Accept::CODE),
         ("CONNECT", opcode::Connect::CODE),
         ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+        ("POLL_ADD", opcode::PollAdd::CODE),
     ];
     let mut probe = io_uring::Probe::new();
     ring.submitter().register_probe(&mut probe)?;

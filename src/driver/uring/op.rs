@@ -9,7 +9,9 @@ use io_uring::{opcode, squeue, types};
 use super::{OpKey, UringDriver};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context;
-use crate::driver::op::{Accept, Connect, OpCode, Operation, Recv, RecvMsg, Send, SendMsg, State};
+use crate::driver::op::{
+    Accept, Connect, OpCode, Operation, Readiness, Recv, RecvMsg, Send, SendMsg, State,
+};
 use crate::driver::{Driver, Orphan};
 
 /// Builds the op's SQE. Its pointers point into heap memory the op owns, so
@@ -118,6 +120,19 @@ fn sent_now(sent: isize) -> Option<io::Result<usize>> {
 impl<B: IoBufMut> UringOp for RecvMsg<B> {
     fn sqe(&mut self) -> squeue::Entry {
         opcode::RecvMsg::new(fd(self), self.msg()).build()
+    }
+}
+
+impl<const WRITE: bool> UringOp for Readiness<WRITE> {
+    /// A one-shot poll: error and hang-up complete it too (the kernel always
+    /// reports them), and the caller's next syscall says which.
+    fn sqe(&mut self) -> squeue::Entry {
+        let mask = if WRITE {
+            libc::POLLOUT
+        } else {
+            libc::POLLIN | libc::POLLRDHUP
+        };
+        opcode::PollAdd::new(fd(self), mask as u32).build()
     }
 }
 
