@@ -48,6 +48,10 @@ pub(crate) struct PollIo {
 struct Waits {
     read: Option<Op<Readiness<false>>>,
     write: Option<Op<Readiness<true>>>,
+    /// The broken build's write left in flight with a copy of its bytes
+    /// (what a staging-buffer compat layer does).
+    #[cfg(ringshard_broken = "staged_poll_write")]
+    staged: Option<Op<crate::driver::op::Send<Vec<u8>>>>,
 }
 
 fn outside_shard() -> io::Error {
@@ -229,6 +233,23 @@ impl PollIo {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        // Deliberately broken build for the pitfall test: stage a copy in
+        // an owned-buffer send, return Pending while it is in flight, and
+        // report its result to whatever buffer the next call brings.
+        #[cfg(ringshard_broken = "staged_poll_write")]
+        {
+            let staged = self.waits().staged.get_or_insert_with(|| {
+                Op::new(crate::driver::op::Send {
+                    fd: fd.clone(),
+                    buf: buf.to_vec(),
+                    offset: 0,
+                })
+            });
+            let (result, _) = std::task::ready!(Pin::new(staged).poll(cx));
+            self.waits().staged = None;
+            return Poll::Ready(result);
+        }
+        #[allow(unreachable_code, reason = "after the broken build's return")]
         flush_submissions();
         let write = &mut self.waits().write;
         poll_syscall(write, fd, cx, || {
