@@ -335,3 +335,104 @@ fn the_auto_server_serves_http1_and_http2() {
         });
     });
 }
+
+/// The path of example `name`, built with the `hyper` feature if this test
+/// run did not build it (`cargo test --all-features` builds every example).
+fn example(name: &str) -> std::path::PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join("examples").join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--example", name, "--features", "hyper"]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(build.status().unwrap().success(), "building example {name}");
+    }
+    path
+}
+
+/// A free loopback port (bound and released; the examples bind it with
+/// `SO_REUSEPORT` on every shard).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts an example server and waits for its first line.
+fn start(name: &str, args: &[&str], driver: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(example(name))
+        .args(args)
+        .env("RINGSHARD_DRIVER", driver)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains(" on http://"), "{name} started: {line:?}");
+    eprint!("{line}");
+    // Keep reading, so the server's later lines never meet a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::stderr()));
+    child
+}
+
+/// `curl` with `args`; returns its stdout.
+fn curl(args: &[&str]) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// curl, an outside client, over HTTP/1.1 and h2c (prior knowledge) against
+/// the example server, which then shuts down gracefully (`--for`).
+#[test]
+fn curl_against_the_example_server_http1_and_h2c() {
+    for driver in ["uring", "epoll"] {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut server = start("http_server", &["--shards", "2", "--addr", &addr, "--for", "3"], driver);
+        let url = format!("http://{addr}/");
+        // Three requests on one keep-alive connection.
+        let out = curl(&["--http1.1", "-w", "|%{http_version}\n", &url, &url, &url]);
+        assert_eq!(out.matches("hello from shard").count(), 3, "{out}");
+        assert_eq!(out.matches("|1.1\n").count(), 3, "{driver}: {out}");
+        // One request per connection: this curl (7.88) fails its second
+        // request on a reused h2c connection with hyper on tokio too.
+        for _ in 0..3 {
+            let out = curl(&["--http2-prior-knowledge", "-w", "|%{http_version}", &url]);
+            assert!(out.starts_with("hello from shard"), "{out}");
+            assert!(out.ends_with("|2"), "{driver}: {out}");
+        }
+        let status = server.wait().unwrap();
+        assert!(status.success(), "the server exits cleanly after --for: {status}");
+    }
+}
+
+/// An axum `Router` through `TowerToHyperService`, under curl.
+#[test]
+fn curl_against_the_axum_example() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = start("axum_server", &["--shards", "1", "--addr", &addr], "uring");
+    let out = curl(&[&format!("http://{addr}/hello/world")]);
+    let root = curl(&["--http2-prior-knowledge", &format!("http://{addr}/")]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(out, "hello, world\n");
+    assert_eq!(root, "axum on shard 0\n");
+}
