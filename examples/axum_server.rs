@@ -31,11 +31,18 @@ fn main() -> io::Result<()> {
         match flag.as_str() {
             "--shards" => shards = value.parse().map_err(invalid)?,
             "--addr" => addr = value.parse().map_err(invalid)?,
-            _ => return Err(invalid(format!("unknown flag {flag}; use --shards N --addr HOST:PORT"))),
+            _ => {
+                return Err(invalid(format!(
+                    "unknown flag {flag}; use --shards N --addr HOST:PORT"
+                )))
+            }
         }
     }
     let rt = Runtime::builder().worker_threads(shards).build()?;
-    println!("axum on http://{addr}, {shards} shards, {:?}", rt.driver_kind());
+    println!(
+        "axum on http://{addr}, {shards} shards, {:?}",
+        rt.driver_kind()
+    );
     for result in rt.block_on_all(move |shard: ShardId| serve(shard, addr)) {
         result?;
     }
@@ -48,8 +55,14 @@ fn invalid(error: impl ToString) -> io::Error {
 
 fn router(shard: ShardId) -> Router {
     Router::new()
-        .route("/", get(move || async move { format!("axum on shard {}\n", shard.index()) }))
-        .route("/hello/{name}", get(|Path(name): Path<String>| async move { format!("hello, {name}\n") }))
+        .route(
+            "/",
+            get(move || async move { format!("axum on shard {}\n", shard.index()) }),
+        )
+        .route(
+            "/hello/{name}",
+            get(|Path(name): Path<String>| async move { format!("hello, {name}\n") }),
+        )
 }
 
 async fn serve(shard: ShardId, addr: SocketAddr) -> io::Result<()> {

@@ -57,9 +57,15 @@ fn main() -> io::Result<()> {
             ringshard::spawn(conn);
             for _ in 0..requests {
                 let started = Instant::now();
-                let req = Request::get(path.as_str()).body(Empty::<Bytes>::new()).map_err(io::Error::other)?;
+                let req = Request::get(path.as_str())
+                    .body(Empty::<Bytes>::new())
+                    .map_err(io::Error::other)?;
                 let response = sender.send_request(req).await.map_err(io::Error::other)?;
-                let body = response.into_body().collect().await.map_err(io::Error::other)?;
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(io::Error::other)?;
                 latencies.push(started.elapsed());
                 first.get_or_insert(body.to_bytes());
             }
@@ -70,9 +76,15 @@ fn main() -> io::Result<()> {
             ringshard::spawn(conn);
             for _ in 0..requests {
                 let started = Instant::now();
-                let req = Request::get(path.as_str()).body(Empty::<Bytes>::new()).map_err(io::Error::other)?;
+                let req = Request::get(path.as_str())
+                    .body(Empty::<Bytes>::new())
+                    .map_err(io::Error::other)?;
                 let response = sender.send_request(req).await.map_err(io::Error::other)?;
-                let body = response.into_body().collect().await.map_err(io::Error::other)?;
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(io::Error::other)?;
                 latencies.push(started.elapsed());
                 first.get_or_insert(body.to_bytes());
             }

@@ -57,7 +57,9 @@ async fn handle(req: Request<Incoming>, hits: Rc<Cell<u64>>) -> Result<Response<
     hits.set(hits.get() + 1);
     let response = match req.uri().path() {
         "/chunked" => Response::new(chunked(
-            (0..10).map(|i| Bytes::from(vec![b'a' + i as u8; 1000 + i])).collect(),
+            (0..10)
+                .map(|i| Bytes::from(vec![b'a' + i as u8; 1000 + i]))
+                .collect(),
         )),
         "/hits" => Response::new(full(hits.get().to_string())),
         _ => match req.into_body().collect().await {
@@ -134,7 +136,9 @@ fn http1_server_and_client_bodies_chunked_and_keep_alive() {
             let req = Request::get("/chunked").body(full("")).unwrap();
             let response = sender.send_request(req).await.unwrap();
             assert!(response.headers().get("content-length").is_none());
-            let expected: Vec<u8> = (0..10).flat_map(|i| vec![b'a' + i as u8; 1000 + i]).collect();
+            let expected: Vec<u8> = (0..10)
+                .flat_map(|i| vec![b'a' + i as u8; 1000 + i])
+                .collect();
             expect_body(response, &expected).await;
             assert_eq!(connections.get(), 1, "every request reused one connection");
         });
@@ -215,7 +219,10 @@ fn a_header_read_timeout_closes_an_idle_connection() {
                 .unwrap();
             let error = result.expect_err("a timed-out connection is an error");
             assert!(error.is_timeout(), "{error}");
-            assert!(waited >= Duration::from_millis(200), "not early: {waited:?}");
+            assert!(
+                waited >= Duration::from_millis(200),
+                "not early: {waited:?}"
+            );
             assert!(waited < Duration::from_secs(5), "{waited:?}");
             // The client sees the connection closed.
             let (n, _) = idle.read(Vec::with_capacity(64)).await;
@@ -264,8 +271,9 @@ fn an_http1_upgrade_round_trip() {
                     .unwrap();
             });
             let stream = TcpStream::connect(addr).await.unwrap();
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(ShardBound::new(stream)).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(ShardBound::new(stream))
+                .await
+                .unwrap();
             ringshard::spawn(async move { conn.with_upgrades().await.unwrap() });
             let req = Request::get("/")
                 .header("upgrade", "ping-pong")
@@ -308,8 +316,7 @@ fn the_auto_server_serves_http1_and_http2() {
                     let hits = hits.clone();
                     let service = service_fn(move |req| handle(req, hits.clone()));
                     ringshard::spawn(async move {
-                        let builder =
-                            hyper_util::server::conn::auto::Builder::new(ShardExecutor);
+                        let builder = hyper_util::server::conn::auto::Builder::new(ShardExecutor);
                         let _ = builder.serve_connection(stream, service).await;
                     });
                 }
@@ -394,7 +401,11 @@ fn curl(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("curl is installed");
-    assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -405,7 +416,11 @@ fn curl_against_the_example_server_http1_and_h2c() {
     for driver in ["uring", "epoll"] {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let mut server = start("http_server", &["--shards", "2", "--addr", &addr, "--for", "3"], driver);
+        let mut server = start(
+            "http_server",
+            &["--shards", "2", "--addr", &addr, "--for", "3"],
+            driver,
+        );
         let url = format!("http://{addr}/");
         // Three requests on one keep-alive connection.
         let out = curl(&["--http1.1", "-w", "|%{http_version}\n", &url, &url, &url]);
@@ -419,7 +434,10 @@ fn curl_against_the_example_server_http1_and_h2c() {
             assert!(out.ends_with("|2"), "{driver}: {out}");
         }
         let status = server.wait().unwrap();
-        assert!(status.success(), "the server exits cleanly after --for: {status}");
+        assert!(
+            status.success(),
+            "the server exits cleanly after --for: {status}"
+        );
     }
 }
 

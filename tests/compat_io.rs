@@ -72,13 +72,19 @@ fn futures_io_read_to_end_write_all_close() {
                 client.close().await.unwrap();
                 // The read side still works after the FIN.
                 let mut back = Vec::new();
-                AsyncReadExt::read_to_end(&mut client, &mut back).await.unwrap();
+                AsyncReadExt::read_to_end(&mut client, &mut back)
+                    .await
+                    .unwrap();
                 back
             });
             let mut got = Vec::new();
-            AsyncReadExt::read_to_end(&mut server, &mut got).await.unwrap();
+            AsyncReadExt::read_to_end(&mut server, &mut got)
+                .await
+                .unwrap();
             assert!(got == expected, "1 MiB arrives intact");
-            AsyncWriteExt::write_all(&mut server, b"done").await.unwrap();
+            AsyncWriteExt::write_all(&mut server, b"done")
+                .await
+                .unwrap();
             server.close().await.unwrap();
             assert_eq!(writer.await.unwrap(), b"done");
         });
@@ -125,12 +131,21 @@ fn a_pending_write_never_sends_its_bytes_later() {
                 }
             });
             let second = vec![b'b'; 100_000];
-            AsyncWriteExt::write_all(&mut writer, &second).await.unwrap();
+            AsyncWriteExt::write_all(&mut writer, &second)
+                .await
+                .unwrap();
             AsyncWriteExt::shutdown(&mut writer).await.unwrap();
             let got = drain.await.unwrap();
-            assert_eq!(got.len(), written_a + second.len(), "every byte reported written arrived, no more");
+            assert_eq!(
+                got.len(),
+                written_a + second.len(),
+                "every byte reported written arrived, no more"
+            );
             assert!(got[..written_a].iter().all(|&b| b == b'a'));
-            assert!(got[written_a..].iter().all(|&b| b == b'b'), "no 'a' came after the Pending");
+            assert!(
+                got[written_a..].iter().all(|&b| b == b'b'),
+                "no 'a' came after the Pending"
+            );
         });
     });
 }
@@ -201,7 +216,12 @@ fn reads_dropped_by_timeouts_lose_and_duplicate_nothing() {
             let deadline = Instant::now() + Duration::from_secs(30);
             while got.len() < TOTAL {
                 assert!(Instant::now() < deadline, "stalled at {}", got.len());
-                match ringshard::timeout(Duration::from_millis(1), AsyncReadExt::read(&mut reader, &mut buf)).await {
+                match ringshard::timeout(
+                    Duration::from_millis(1),
+                    AsyncReadExt::read(&mut reader, &mut buf),
+                )
+                .await
+                {
                     Ok(n) => {
                         let n = n.unwrap();
                         assert!(n > 0, "no early end of stream");
@@ -213,7 +233,10 @@ fn reads_dropped_by_timeouts_lose_and_duplicate_nothing() {
             send.await.unwrap();
             assert!(timeouts > 0, "some reads were dropped");
             let expected: Vec<u8> = (0..TOTAL).map(pattern).collect();
-            assert!(got == expected, "exactly once, in order ({timeouts} dropped reads)");
+            assert!(
+                got == expected,
+                "exactly once, in order ({timeouts} dropped reads)"
+            );
         });
     });
 }
@@ -257,9 +280,11 @@ fn owned_and_poll_mode_io_mix_on_one_socket() {
                     }
                     1 => {
                         // An owned read dropped while it waits.
-                        let dropped =
-                            ringshard::timeout(Duration::from_micros(50), a.read(Vec::with_capacity(512)))
-                                .await;
+                        let dropped = ringshard::timeout(
+                            Duration::from_micros(50),
+                            a.read(Vec::with_capacity(512)),
+                        )
+                        .await;
                         match dropped {
                             Ok((res, buf)) => {
                                 got.extend_from_slice(&buf);
@@ -299,11 +324,15 @@ fn errors_are_errors_and_shutdown_sends_fin() {
                 .unwrap();
             drop(b);
             let mut buf = [0u8; 64];
-            let error = AsyncReadExt::read(&mut a, &mut buf).await.expect_err("a reset is not Ok(0)");
+            let error = AsyncReadExt::read(&mut a, &mut buf)
+                .await
+                .expect_err("a reset is not Ok(0)");
             assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
 
             let (mut a, mut b) = pair().await;
-            AsyncWriteExt::write_all(&mut a, b"last words").await.unwrap();
+            AsyncWriteExt::write_all(&mut a, b"last words")
+                .await
+                .unwrap();
             AsyncWriteExt::shutdown(&mut a).await.unwrap();
             let mut got = Vec::new();
             b.read_to_end(&mut got).await.unwrap();
@@ -350,7 +379,9 @@ fn halves_and_unix_streams() {
             echo.await.unwrap();
 
             let (mut x, mut y) = UnixStream::pair().unwrap();
-            AsyncWriteExt::write_all(&mut x, b"over unix").await.unwrap();
+            AsyncWriteExt::write_all(&mut x, b"over unix")
+                .await
+                .unwrap();
             AsyncWriteExt::shutdown(&mut x).await.unwrap();
             let mut got = Vec::new();
             y.read_to_end(&mut got).await.unwrap();

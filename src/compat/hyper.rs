@@ -3,11 +3,32 @@
 //! tasks (HTTP/2 streams, connection drivers) on the current shard, and
 //! [`ShardTimer`] gives hyper the shard's timer wheel.
 //!
+//! A per-core hyper server in a dozen lines (`!Send` state is fine):
+//!
 //! ```no_run
-//! use std::convert::Infallible;
-//! use ringshard::compat::hyper::{ShardExecutor, ShardTimer};
-//! # use hyper as _;
-//! # fn main() {}
+//! use std::{cell::Cell, convert::Infallible, rc::Rc};
+//! use hyper::{server::conn::http1, service::service_fn, Response};
+//! use ringshard::compat::hyper::ShardTimer;
+//!
+//! let rt = ringshard::Runtime::new()?;
+//! rt.block_on_all(|_shard| async {
+//!     let listener = ringshard::net::TcpListener::bind_reuseport("127.0.0.1:8080")?;
+//!     let hits = Rc::new(Cell::new(0u64));
+//!     loop {
+//!         let (stream, _) = listener.accept().await?;
+//!         let hits = hits.clone();
+//!         let service = service_fn(move |_req| {
+//!             hits.set(hits.get() + 1);
+//!             let body = format!("request {} on this shard\n", hits.get());
+//!             async move { Ok::<_, Infallible>(Response::new(body)) }
+//!         });
+//!         let conn = http1::Builder::new().timer(ShardTimer).serve_connection(stream, service);
+//!         ringshard::spawn(async move { conn.await.ok() });
+//!     }
+//!     #[allow(unreachable_code)]
+//!     Ok::<(), std::io::Error>(())
+//! });
+//! # Ok::<(), std::io::Error>(())
 //! ```
 //!
 //! See the crate's `examples/http_server.rs` for a per-core server (HTTP/1

@@ -20,7 +20,8 @@ fn poll_read(
     // `n` bytes the read reports are marked initialized below.
     let unfilled = unsafe { buf.unfilled_mut() };
     // SAFETY: `unfilled` is valid for writes of its length during the call.
-    let n = ready!(unsafe { poll.poll_read(fd, cx, unfilled.as_mut_ptr().cast(), unfilled.len()) })?;
+    let n =
+        ready!(unsafe { poll.poll_read(fd, cx, unfilled.as_mut_ptr().cast(), unfilled.len()) })?;
     // SAFETY: the read wrote `n` bytes at the start of `unfilled`.
     unsafe { buf.assume_init(n) };
     buf.advance(n);

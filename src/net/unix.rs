@@ -9,8 +9,8 @@ use std::path::Path;
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
-use super::stream::stream_io_methods;
 use super::poll_io::PollIo;
+use super::stream::stream_io_methods;
 use super::tcp::{fd_traits, poll_stream};
 use crate::driver::fd::SharedFd;
 use crate::driver::op::{Connect, Op};

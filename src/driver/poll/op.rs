@@ -5,9 +5,9 @@ use std::io;
 use std::task::{Context, Poll};
 
 use super::PollDriver;
+use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::fd::SharedFd;
 use crate::driver::op::Direction;
-use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::op::{
     Accept, Connect, Operation, Readiness, Recv, RecvMsg, Send, SendMsg, State,
 };
