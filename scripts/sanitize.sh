@@ -22,17 +22,17 @@ if [[ "$what" == all || "$what" == asan ]]; then
     # op still in flight at the drain deadline) is not reached by the tests.
     RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" \
         CARGO_TARGET_DIR=target/asan ASAN_OPTIONS="detect_leaks=1" \
-        cargo test --no-fail-fast --target "$target" --lib --tests
+        cargo test --no-fail-fast --all-features --target "$target" --lib --tests
 fi
 
 if [[ "$what" == all || "$what" == valgrind ]]; then
     command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
     echo "== valgrind: the epoll-driver tests"
-    CARGO_TARGET_DIR=target/valgrind cargo test --no-run --tests 2>&1 | tail -1
+    CARGO_TARGET_DIR=target/valgrind cargo test --all-features --no-run --tests 2>&1 | tail -1
     # Tests that assert CPU time or latency cannot hold at valgrind's speed;
     # these check bytes, errors and ends (binary, or binary:name filter;
     # net_echo's 256-connection test would take most of an hour).
-    for test in net_eof net_faults net_bad_input net_echo:udp net_echo:unix; do
+    for test in net_eof net_faults net_bad_input net_echo:udp net_echo:unix compat_io compat_hyper:http; do
         name="${test%%:*}"
         filter="${test#*:}"
         [[ "$filter" == "$test" ]] && filter=""

@@ -360,7 +360,13 @@ fn example(name: &str) -> std::path::PathBuf {
         if dir.ends_with("release") {
             build.arg("--release");
         }
+        // Built for an explicit target (scripts/sanitize.sh): the same one.
+        let triple = dir.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
+        if let Some(triple) = triple.filter(|t| t.contains("-linux")) {
+            build.args(["--target", triple]);
+        }
         assert!(build.status().unwrap().success(), "building example {name}");
+        assert!(path.exists(), "example {name} is not at {}", path.display());
     }
     path
 }

@@ -13,6 +13,12 @@ use std::thread::{self, ThreadId};
 /// Dropped on another thread, the value is sent back to its shard and dropped
 /// there (or leaked, never dropped elsewhere, if that shard has stopped).
 ///
+/// # Cancel safety
+///
+/// The I/O traits forward to the value's own, with its cancel safety (for
+/// the stream types, [`crate::compat`]'s); off its thread they return an
+/// error having done nothing.
+///
 /// The motivating case is hyper's HTTP/1 upgrades:
 /// `http1::Connection::with_upgrades` wants a `Send` I/O, and the
 /// `hyper::upgrade::Upgraded` it hands over downcasts back to

@@ -164,6 +164,12 @@ impl<T: Write + Unpin + 'static> Write for ShardBound<T> {
 /// background futures (HTTP/2 streams and connections, HTTP/1 client
 /// connections) may be `!Send`, so a service may hold `Rc`s.
 ///
+/// # Cancel safety
+///
+/// A spawned future is a detached task of the shard: it runs until it
+/// finishes or the runtime shuts down (which drops it, cancelling its I/O
+/// under the usual contract).
+///
 /// # Panics
 ///
 /// `execute` panics when called off a ringshard shard, as
@@ -189,6 +195,12 @@ where
 /// Its sleeps are honestly `Send + Sync`: a sleep holds only its deadline
 /// and which shard's wheel it is registered on, and one moved to another
 /// shard registers there when polled.
+///
+/// # Cancel safety
+///
+/// Dropping a sleep removes its timer from the wheel (from another shard,
+/// the stale entry only causes one spurious wake); `reset` moves a sleep of
+/// this timer in place and replaces any other.
 ///
 /// # Panics
 ///
