@@ -361,7 +361,10 @@ fn example(name: &str) -> std::path::PathBuf {
             build.arg("--release");
         }
         // Built for an explicit target (scripts/sanitize.sh): the same one.
-        let triple = dir.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
+        let triple = dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str());
         if let Some(triple) = triple.filter(|t| t.contains("-linux")) {
             build.args(["--target", triple]);
         }

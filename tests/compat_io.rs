@@ -32,6 +32,7 @@ fn pattern(i: usize) -> u8 {
 
 #[test]
 fn framed_lines_codec_round_trips() {
+    let _serial = common::serial();
     use tokio_util::codec::{Framed, LinesCodec};
     common::each_driver(|builder| {
         let rt = common::runtime(builder, 1);
@@ -60,6 +61,7 @@ fn framed_lines_codec_round_trips() {
 
 #[test]
 fn futures_io_read_to_end_write_all_close() {
+    let _serial = common::serial();
     use futures_util::io::{AsyncReadExt, AsyncWriteExt};
     common::each_driver(|builder| {
         let rt = common::runtime(builder, 1);
@@ -95,6 +97,7 @@ fn futures_io_read_to_end_write_all_close() {
 /// next, the socket sends exactly the bytes reported written, in order.
 #[test]
 fn a_pending_write_never_sends_its_bytes_later() {
+    let _serial = common::serial();
     common::each_driver(|builder| {
         let rt = common::runtime(builder, 1);
         rt.block_on(async {
@@ -152,6 +155,7 @@ fn a_pending_write_never_sends_its_bytes_later() {
 
 #[test]
 fn vectored_writes_send_every_slice() {
+    let _serial = common::serial();
     common::each_driver(|builder| {
         let rt = common::runtime(builder, 1);
         rt.block_on(async {
@@ -190,6 +194,7 @@ fn vectored_writes_send_every_slice() {
 /// bursts: the bytes come out exactly once, in order.
 #[test]
 fn reads_dropped_by_timeouts_lose_and_duplicate_nothing() {
+    let _serial = common::serial();
     common::each_driver(|builder| {
         let rt = common::runtime(builder, 1);
         rt.block_on(async {
@@ -246,6 +251,7 @@ fn reads_dropped_by_timeouts_lose_and_duplicate_nothing() {
 /// kernel then holds their buffer) before a poll-mode read.
 #[test]
 fn owned_and_poll_mode_io_mix_on_one_socket() {
+    let _serial = common::serial();
     common::each_driver(|builder| {
         let rt = common::runtime(builder, 1);
         rt.block_on(async {
@@ -315,6 +321,7 @@ fn owned_and_poll_mode_io_mix_on_one_socket() {
 /// `shutdown` sends FIN.
 #[test]
 fn errors_are_errors_and_shutdown_sends_fin() {
+    let _serial = common::serial();
     common::each_driver(|builder| {
         let rt = common::runtime(builder, 1);
         rt.block_on(async {
@@ -351,6 +358,7 @@ fn errors_are_errors_and_shutdown_sends_fin() {
 /// The owned halves and Unix streams carry the traits too.
 #[test]
 fn halves_and_unix_streams() {
+    let _serial = common::serial();
     common::each_driver(|builder| {
         let rt = common::runtime(builder, 1);
         rt.block_on(async {
@@ -390,18 +398,102 @@ fn halves_and_unix_streams() {
     });
 }
 
-/// Off its shard a socket refuses poll-mode reads with an error (a write
-/// that does not block needs no driver and goes through).
+/// Off its shard a socket refuses poll-mode I/O with an error, even with a
+/// readiness wait armed (which once left the call pending for ever).
 #[test]
 fn poll_mode_io_off_a_shard_is_an_error() {
-    let rt = common::runtime(ringshard::Runtime::builder(), 1);
-    let (mut a, _b) = rt.block_on(pair());
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut storage = [0u8; 8];
-    let mut buf = tokio::io::ReadBuf::new(&mut storage);
-    match tokio::io::AsyncRead::poll_read(Pin::new(&mut a), &mut cx, &mut buf) {
-        Poll::Ready(Err(error)) => assert!(error.to_string().contains("shard"), "{error}"),
-        other => panic!("expected an error, got {other:?}"),
-    }
+    let _serial = common::serial();
+    common::each_driver(|builder| {
+        let rt = common::runtime(builder, 1);
+        let (mut a, _b) = rt.block_on(async {
+            let (mut a, b) = pair().await;
+            // Arm a read wait (buffered reads: the multishot recv).
+            std::future::poll_fn(|cx| {
+                let mut storage = [0u8; 8];
+                let mut buf = tokio::io::ReadBuf::new(&mut storage);
+                assert!(
+                    tokio::io::AsyncRead::poll_read(Pin::new(&mut a), cx, &mut buf).is_pending()
+                );
+                Poll::Ready(())
+            })
+            .await;
+            (a, b)
+        });
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut storage = [0u8; 8];
+        let mut buf = tokio::io::ReadBuf::new(&mut storage);
+        match tokio::io::AsyncRead::poll_read(Pin::new(&mut a), &mut cx, &mut buf) {
+            Poll::Ready(Err(error)) => assert!(error.to_string().contains("shard"), "{error}"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        match Pin::new(&mut a).poll_write(&mut cx, b"x") {
+            Poll::Ready(Err(error)) => assert!(error.to_string().contains("shard"), "{error}"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    });
+}
+
+/// A stream whose poll-mode read and write both wait for readiness (a
+/// `POLL_ADD` each on one-shot io_uring), dropped off its shard (after
+/// `block_on` returned, and after the runtime is gone): its fd closes and
+/// the peer reads every byte, then the end. The waits once kept the fd
+/// open for ever, leaked with their fd clone: fails under
+/// `ringshard_broken="leak_readiness"`.
+#[test]
+fn a_waiting_poll_mode_stream_dropped_off_its_shard_closes() {
+    use std::io::Read;
+    let _serial = common::serial();
+    common::each_driver(|builder| {
+        for after_runtime in [false, true] {
+            let baseline = common::fd_count();
+            let rt = common::runtime(builder.clone(), 1);
+            let with_runtime = common::fd_count();
+            let (stream, mut peer, written) = rt.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                let (mut stream, _) = listener.accept().await.unwrap();
+                socket2::SockRef::from(&stream)
+                    .set_send_buffer_size(4096)
+                    .unwrap();
+                let mut written = 0;
+                let chunk = vec![7u8; 64 * 1024];
+                std::future::poll_fn(|cx| {
+                    let mut storage = [0u8; 16];
+                    let mut buf = tokio::io::ReadBuf::new(&mut storage);
+                    let read = tokio::io::AsyncRead::poll_read(Pin::new(&mut stream), cx, &mut buf);
+                    assert!(read.is_pending(), "the peer sent nothing");
+                    loop {
+                        match Pin::new(&mut stream).poll_write(cx, &chunk) {
+                            Poll::Ready(n) => written += n.unwrap(),
+                            Poll::Pending => return Poll::Ready(()),
+                        }
+                    }
+                })
+                .await;
+                (stream, peer, written)
+            });
+            let rt = if after_runtime {
+                drop(rt);
+                drop(stream);
+                None
+            } else {
+                drop(stream);
+                Some(rt)
+            };
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got)
+                .expect("the peer reads to the end, not into its timeout");
+            assert_eq!(got.len(), written);
+            if let Some(rt) = rt {
+                // The shard's next turn releases what went back to it.
+                rt.block_on(ringshard::sleep(Duration::from_millis(20)));
+                common::assert_fds_return_to(with_runtime + 1);
+                drop(rt);
+            }
+            drop(peer);
+            common::assert_fds_return_to(baseline);
+        }
+    });
 }

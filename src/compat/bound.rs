@@ -130,15 +130,16 @@ impl<T> Drop for Homeward<T> {
 
 impl<T: 'static> Drop for ShardBound<T> {
     fn drop(&mut self) {
+        let home = self.is_home();
         // SAFETY: the value is taken once, here, and `self` is gone after.
         let value = unsafe { ManuallyDrop::take(&mut self.value) };
+        if home {
+            return drop(value);
+        }
         let home = Homeward {
             value: ManuallyDrop::new(value),
             thread: self.thread,
         };
-        if self.is_home() {
-            return drop(home);
-        }
         match self.shard {
             Some(uid) => crate::task::spawn_detached_on(uid, async move { drop(home) }),
             // Made outside any shard, on a thread that may be gone: leak.

@@ -53,9 +53,9 @@ macro_rules! futures_write {
                 Poll::Ready(Ok(()))
             }
 
-            fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 let (fd, poll) = self.get_mut().poll_parts();
-                poll.poll_shutdown(fd)
+                poll.poll_shutdown(fd, cx)
             }
         }
     )*};

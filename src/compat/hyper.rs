@@ -108,9 +108,9 @@ macro_rules! hyper_write {
                 Poll::Ready(Ok(()))
             }
 
-            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 let (fd, poll) = self.get_mut().poll_parts();
-                poll.poll_shutdown(fd)
+                poll.poll_shutdown(fd, cx)
             }
         }
     )*};

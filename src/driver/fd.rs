@@ -98,6 +98,11 @@ impl SharedFd {
         SharedFd::new(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// Whether this is the only clone left.
+    pub(crate) fn is_last(&self) -> bool {
+        Rc::strong_count(&self.inner) == 1
+    }
+
     pub(crate) fn raw(&self) -> RawFd {
         self.inner.fd.as_raw_fd()
     }

@@ -38,6 +38,12 @@ pub(crate) trait OpCode: Unpin + 'static {
     /// What the op waits for on a readiness driver.
     const DIRECTION: Direction;
 
+    /// Whether the op lends the kernel memory (a buffer, an address). One
+    /// that lends only its fd may be dropped where it cannot reach its
+    /// driver; one that lends memory is leaked there, never freed under
+    /// the kernel.
+    const LENDS_MEMORY: bool = true;
+
     /// The socket the op works on.
     fn fd(&self) -> &SharedFd;
 
@@ -470,6 +476,10 @@ impl<const WRITE: bool> OpCode for Readiness<WRITE> {
     } else {
         Direction::Read
     };
+
+    // The broken build for the off-shard drop test treats it like an op
+    // that lends memory: leaked with its fd clone, as it once was.
+    const LENDS_MEMORY: bool = cfg!(ringshard_broken = "leak_readiness");
 
     fn fd(&self) -> &SharedFd {
         &self.fd

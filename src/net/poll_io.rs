@@ -20,6 +20,7 @@
 //!   those. Queued io_uring submissions (a dropped owned-buffer send) are
 //!   handed to the kernel first, so they are never overtaken.
 //! - Shutdown is `shutdown(SHUT_WR)`: the peer reads end of stream.
+//! - Off a shard (after `block_on` returned, say) every call is an error.
 //!
 //! Errors are returned as they are, never turned into an end of stream.
 #![cfg_attr(
@@ -143,7 +144,18 @@ enum Buffered {
 
 /// On io_uring with buffered reads, copies what the socket's multishot recv
 /// received into `dst[..len]` (arming it on first use).
-fn read_buffered(fd: &SharedFd, cx: &mut Context<'_>, dst: *mut u8, len: usize) -> Buffered {
+///
+/// `waiting`: a readiness wait is armed for this read. On io_uring the
+/// buffered path still goes first (an owned read may have armed the
+/// multishot recv since, and its chunks come before anything newer); on
+/// epoll the wait is polled.
+fn read_buffered(
+    fd: &SharedFd,
+    cx: &mut Context<'_>,
+    dst: *mut u8,
+    len: usize,
+    waiting: bool,
+) -> Buffered {
     let polled = context::with_current_driver(|uid, driver| match driver {
         #[cfg(target_os = "linux")]
         Driver::Uring(uring) => {
@@ -157,7 +169,7 @@ fn read_buffered(fd: &SharedFd, cx: &mut Context<'_>, dst: *mut u8, len: usize) 
         Driver::Poll(poll) => {
             // Skip a syscall the registration knows would block (the last
             // read came up short and no event came since).
-            if poll.may_be_ready(uid, fd, Direction::Read) {
+            if waiting || poll.may_be_ready(uid, fd, Direction::Read) {
                 Buffered::Direct
             } else {
                 Buffered::Wait
@@ -188,6 +200,9 @@ impl PollIo {
         if len == 0 {
             return Poll::Ready(Ok(0));
         }
+        if !context::in_shard() {
+            return Poll::Ready(Err(outside_shard()));
+        }
         if fd.has_late() {
             // SAFETY: forwarded from this function's contract.
             match unsafe { fd.poll_late(cx, dst, len) } {
@@ -197,14 +212,15 @@ impl PollIo {
             }
         }
         let waiting = self.waits.as_ref().is_some_and(|w| w.read.is_some());
-        let read_first = if waiting {
-            Buffered::Direct
-        } else {
-            read_buffered(fd, cx, dst, len)
-        };
+        let read_first = read_buffered(fd, cx, dst, len, waiting);
         let read = &mut self.waits().read;
         match read_first {
-            Buffered::Done(polled) => return polled,
+            Buffered::Done(polled) => {
+                // The buffered path has the socket now: a readiness wait
+                // armed before is stale (dropping it cancels it).
+                *read = None;
+                return polled;
+            }
             Buffered::Direct => {}
             Buffered::Wait => {
                 *read = Some(Op::new(Readiness { fd: fd.clone() }));
@@ -233,6 +249,9 @@ impl PollIo {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        if !context::in_shard() {
+            return Poll::Ready(Err(outside_shard()));
+        }
         // Deliberately broken build for the pitfall test: stage a copy in
         // an owned-buffer send, return Pending while it is in flight, and
         // report its result to whatever buffer the next call brings.
@@ -250,7 +269,9 @@ impl PollIo {
             return Poll::Ready(result);
         }
         #[allow(unreachable_code, reason = "after the broken build's return")]
-        flush_submissions();
+        if !flush_submissions(cx) {
+            return Poll::Pending;
+        }
         let write = &mut self.waits().write;
         poll_syscall(write, fd, cx, || {
             // SAFETY: `buf` is `buf.len()` initialized bytes, read only
@@ -274,13 +295,20 @@ impl PollIo {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        // The kernel takes at most IOV_MAX slices per call; the rest goes
-        // next time, as a short write.
-        let bufs = &bufs[..bufs.len().min(IOV_MAX)];
-        if bufs.iter().all(|b| b.is_empty()) {
+        // Empty slices first would make a zero-length write of a non-empty
+        // list; the kernel takes at most IOV_MAX slices per call, the rest
+        // goes next time, as a short write.
+        let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
             return Poll::Ready(Ok(0));
+        };
+        let bufs = &bufs[first..];
+        let bufs = &bufs[..bufs.len().min(IOV_MAX)];
+        if !context::in_shard() {
+            return Poll::Ready(Err(outside_shard()));
         }
-        flush_submissions();
+        if !flush_submissions(cx) {
+            return Poll::Pending;
+        }
         let write = &mut self.waits().write;
         poll_syscall(write, fd, cx, || {
             // SAFETY: an all-zero msghdr is valid (no name, no control).
@@ -295,8 +323,17 @@ impl PollIo {
     }
 
     /// Sends FIN (`shutdown(SHUT_WR)`), after whatever io_uring has queued.
-    pub(crate) fn poll_shutdown(&mut self, fd: &SharedFd) -> Poll<io::Result<()>> {
-        flush_submissions();
+    pub(crate) fn poll_shutdown(
+        &mut self,
+        fd: &SharedFd,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !context::in_shard() {
+            return Poll::Ready(Err(outside_shard()));
+        }
+        if !flush_submissions(cx) {
+            return Poll::Pending;
+        }
         let result = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write);
         Poll::Ready(match result {
             // The peer is gone already: the write side is shut all the same.
@@ -309,14 +346,23 @@ impl PollIo {
 /// The most slices one `sendmsg` takes (Linux's and the BSDs' `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
-/// Hands queued io_uring submissions to the kernel before a direct write.
-fn flush_submissions() {
+/// Hands queued io_uring submissions to the kernel before a direct write;
+/// false (with the task woken to try again next turn) when some stay
+/// queued, so the write must not go ahead of them.
+fn flush_submissions(cx: &mut Context<'_>) -> bool {
     #[cfg(target_os = "linux")]
-    context::with_free_driver(|driver| {
-        if let Driver::Uring(uring) = driver {
-            uring.flush_submissions();
+    {
+        let flushed = context::with_free_driver(|driver| match driver {
+            Driver::Uring(uring) => uring.flush_submissions(),
+            Driver::Poll(_) => true,
+        });
+        if flushed == Some(false) {
+            cx.waker().wake_by_ref();
+            return false;
         }
-    });
+    }
+    let _ = cx;
+    true
 }
 
 /// A stream read came up short: on epoll the next read waits for an event

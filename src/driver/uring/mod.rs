@@ -309,17 +309,24 @@ impl UringDriver {
         self.submit_queued()
     }
 
-    /// Hands the queued SQEs to the kernel without waiting; false if the
-    /// kernel refused.
     /// Hands queued SQEs to the kernel now (poll-mode writes do this first,
-    /// so their direct syscall never goes ahead of a queued send).
-    pub(crate) fn flush_submissions(&mut self) {
-        if !self.ring.submission().is_empty() && !self.submit_queued() {
-            // A failed submit leaves them queued; the next turn retries.
+    /// so their direct syscall never goes ahead of a queued send). Returns
+    /// whether nothing is left queued.
+    pub(crate) fn flush_submissions(&mut self) -> bool {
+        if self.ring.submission().is_empty() {
+            return true;
+        }
+        self.stats.enters += 1;
+        if !self.submit_queued() {
+            // Left queued (the kernel's EBUSY under a full CQ, say); the
+            // shard's next turn reaps and submits them.
             self.stats.driver_errors += 1;
         }
+        self.ring.submission().is_empty()
     }
 
+    /// Hands the queued SQEs to the kernel without waiting; false if the
+    /// kernel refused.
     fn submit_queued(&mut self) -> bool {
         let result = self.ring.submit();
         #[cfg(test)]

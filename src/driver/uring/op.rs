@@ -243,10 +243,20 @@ pub(crate) fn abandon<T: Operation>(uid: u64, key: OpKey, op: T) {
     if let Some(Some((orphan, result))) = done {
         orphan.complete(result);
     }
-    // Not on its shard, or its driver is busy: the kernel may still write
-    // into the resources, so they are leaked, never freed (and what a
-    // read received there is lost with them).
-    if let Some(op) = op {
-        std::mem::forget(op);
+    let Some(op) = op else {
+        return;
+    };
+    // Not on its shard, or its driver is busy. An op that lends only its
+    // fd is dropped (so its fd clone is released); if it held the last
+    // one the socket is going away, and a shutdown ends the poll the
+    // kernel may still hold on it, so the peer sees the close now.
+    if !T::LENDS_MEMORY {
+        if op.fd().is_last() {
+            let _ = socket2::SockRef::from(op.fd()).shutdown(std::net::Shutdown::Both);
+        }
+        return drop(op);
     }
+    // The kernel may still write into the resources: they are leaked, never
+    // freed (and what a read received there is lost with them).
+    std::mem::forget(op);
 }
