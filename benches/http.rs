@@ -307,11 +307,14 @@ fn parse_h2load(text: &str, log: &str) -> (f64, f64, f64) {
     (requests, qps, p99)
 }
 
+type Hello = Response<Full<Bytes>>;
+
+/// The "hello" service both servers run.
 fn service() -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
-    Response = Response<Full<Bytes>>,
+    Response = Hello,
     Error = Infallible,
-    Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+    Future = std::future::Ready<Result<Hello, Infallible>>,
 > + Clone {
     service_fn(|_req| {
         std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(
