@@ -138,6 +138,8 @@ fn run_stealable(work_stealing: bool) -> ([usize; 2], u64) {
 
 #[test]
 fn stealable_tasks_run_on_both_shards_only_with_work_stealing_on() {
+    // Its runtimes' fds would disturb another test's count.
+    let _serial = serial();
     let (counts, steals) = run_stealable(true);
     assert_eq!(counts[0] + counts[1], 10_000);
     assert!(
@@ -154,6 +156,7 @@ fn stealable_tasks_run_on_both_shards_only_with_work_stealing_on() {
 /// are stolen and never finish are dropped by shutdown.
 #[test]
 fn stolen_tasks_survive_foreign_wakes_and_shutdown() {
+    let _serial = serial();
     let rt = runtime(ringshard::Runtime::builder().work_stealing(true), 2);
     let (handles, stuck) = rt.block_on(async {
         let mut handles = Vec::new();
