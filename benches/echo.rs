@@ -23,7 +23,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -264,15 +263,7 @@ impl Server {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start server");
-        let mut line = String::new();
-        let kind = base;
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .expect("server address");
-        let addr = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{kind}: {line:?}"));
+        let addr = support::read_addr(&mut child, base);
         Server { child, addr }
     }
 
@@ -320,10 +311,6 @@ fn serve(kind: &str) {
     }
 }
 
-fn announce(addr: SocketAddr) {
-    println!("{addr}");
-}
-
 fn serve_ringshard() {
     use ringshard::net::TcpListener;
     let rt = ringshard::Runtime::builder()
@@ -333,7 +320,7 @@ fn serve_ringshard() {
         .unwrap();
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        announce(listener.local_addr().unwrap());
+        support::announce(listener.local_addr().unwrap());
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
             stream.set_nodelay(true).unwrap();
@@ -363,7 +350,7 @@ fn serve_tokio() {
         .unwrap();
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        announce(listener.local_addr().unwrap());
+        support::announce(listener.local_addr().unwrap());
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
             stream.set_nodelay(true).unwrap();
@@ -391,7 +378,7 @@ fn serve_monoio() {
         .unwrap();
     rt.block_on(async {
         let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        announce(listener.local_addr().unwrap());
+        support::announce(listener.local_addr().unwrap());
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
             stream.set_nodelay(true).unwrap();

@@ -20,7 +20,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -177,14 +176,7 @@ impl Server {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .expect("server address");
-        let addr = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{kind}: {line:?}"));
+        let addr = support::read_addr(&mut child, kind);
         Server { child, addr }
     }
 
@@ -323,10 +315,6 @@ fn service() -> impl hyper::service::Service<
     })
 }
 
-fn announce(addr: SocketAddr) {
-    println!("{addr}");
-}
-
 /// hyper on one ringshard shard (this process is already pinned).
 fn serve_ringshard() {
     use ringshard::compat::hyper::ShardExecutor;
@@ -337,7 +325,7 @@ fn serve_ringshard() {
         .expect("runtime");
     rt.block_on(async {
         let listener = ringshard::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        announce(listener.local_addr().unwrap());
+        support::announce(listener.local_addr().unwrap());
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -361,7 +349,7 @@ fn serve_tokio() {
         .expect("runtime");
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        announce(listener.local_addr().unwrap());
+        support::announce(listener.local_addr().unwrap());
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;

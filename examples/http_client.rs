@@ -46,48 +46,36 @@ fn main() -> io::Result<()> {
     rt.block_on(async move {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let mut latencies = Vec::with_capacity(requests as usize);
-        let mut first = None;
-        if http2 {
-            let (mut sender, conn) = hyper::client::conn::http2::Builder::new(ShardExecutor)
+        let mut sender = if http2 {
+            let (sender, conn) = hyper::client::conn::http2::Builder::new(ShardExecutor)
                 .timer(ShardTimer)
                 .handshake(stream)
                 .await
                 .map_err(io::Error::other)?;
             ringshard::spawn(conn);
-            for _ in 0..requests {
-                let started = Instant::now();
-                let req = Request::get(path.as_str())
-                    .body(Empty::<Bytes>::new())
-                    .map_err(io::Error::other)?;
-                let response = sender.send_request(req).await.map_err(io::Error::other)?;
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(io::Error::other)?;
-                latencies.push(started.elapsed());
-                first.get_or_insert(body.to_bytes());
-            }
+            Sender::Http2(sender)
         } else {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(stream)
+            let (sender, conn) = hyper::client::conn::http1::handshake(stream)
                 .await
                 .map_err(io::Error::other)?;
             ringshard::spawn(conn);
-            for _ in 0..requests {
-                let started = Instant::now();
-                let req = Request::get(path.as_str())
-                    .body(Empty::<Bytes>::new())
-                    .map_err(io::Error::other)?;
-                let response = sender.send_request(req).await.map_err(io::Error::other)?;
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(io::Error::other)?;
-                latencies.push(started.elapsed());
-                first.get_or_insert(body.to_bytes());
-            }
+            Sender::Http1(sender)
+        };
+        let mut latencies = Vec::with_capacity(requests as usize);
+        let mut first = None;
+        for _ in 0..requests {
+            let started = Instant::now();
+            let req = Request::get(path.as_str())
+                .body(Empty::<Bytes>::new())
+                .map_err(io::Error::other)?;
+            let response = sender.send(req).await.map_err(io::Error::other)?;
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(io::Error::other)?;
+            latencies.push(started.elapsed());
+            first.get_or_insert(body.to_bytes());
         }
         if let Some(first) = first {
             print!("first body: {}", String::from_utf8_lossy(&first));
@@ -104,6 +92,24 @@ fn main() -> io::Result<()> {
         }
         Ok(())
     })
+}
+
+/// One connection of either version.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    async fn send(
+        &mut self,
+        req: Request<Empty<Bytes>>,
+    ) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
+        match self {
+            Sender::Http1(sender) => sender.send_request(req).await,
+            Sender::Http2(sender) => sender.send_request(req).await,
+        }
+    }
 }
 
 fn invalid(error: impl ToString) -> io::Error {

@@ -181,3 +181,21 @@ pub fn process_cpu(pid: u32) -> io::Result<Duration> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
 }
+
+/// Prints the address a server child process listens on, its first line of
+/// stdout: the parent reads it with [`read_addr`].
+pub fn announce(addr: std::net::SocketAddr) {
+    println!("{addr}");
+}
+
+/// The address the server child `kind` announced (see [`announce`]).
+pub fn read_addr(child: &mut std::process::Child, kind: &str) -> std::net::SocketAddr {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("server address");
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{kind}: {line:?}"))
+}
