@@ -360,14 +360,15 @@ fn example(name: &str) -> std::path::PathBuf {
         if dir.ends_with("release") {
             build.arg("--release");
         }
-        // Built for an explicit target (scripts/sanitize.sh): the same one.
-        let triple = dir
-            .parent()
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str());
+        // Into this test's own target directory (scripts/sanitize.sh uses
+        // others), and for an explicit target if it was built for one.
+        let mut target_dir = dir.parent().unwrap();
+        let triple = target_dir.file_name().and_then(|n| n.to_str());
         if let Some(triple) = triple.filter(|t| t.contains("-linux")) {
             build.args(["--target", triple]);
+            target_dir = target_dir.parent().unwrap();
         }
+        build.arg("--target-dir").arg(target_dir);
         assert!(build.status().unwrap().success(), "building example {name}");
         assert!(path.exists(), "example {name} is not at {}", path.display());
     }
