@@ -10,9 +10,9 @@
 //! curl --http2-prior-knowledge http://127.0.0.1:8080/
 //! ```
 //!
-//! `--for SECS` serves that long, then shuts down gracefully: each shard
-//! stops accepting, lets open connections finish their requests (up to 5 s),
-//! and exits. (Ctrl-C will trigger the same once `ringshard::signal` exists.)
+//! Ctrl-C or SIGTERM (or the end of `--for SECS`) shuts it down gracefully:
+//! each shard stops accepting, lets open connections finish their requests
+//! (up to 5 s), and exits; every shard sees the signal.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -30,6 +30,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use ringshard::compat::hyper::{ShardExecutor, ShardTimer};
 use ringshard::net::TcpListener;
+use ringshard::signal::unix::{signal, SignalKind};
 use ringshard::{Runtime, ShardId};
 
 fn main() -> io::Result<()> {
@@ -76,10 +77,19 @@ async fn serve(shard: ShardId, addr: SocketAddr, serve_for: Option<Duration>) ->
     // Per-shard state: no atomics, no locks.
     let served = Rc::new(Cell::new(0u64));
     let graceful = GracefulShutdown::new();
-    let stop = async {
-        match serve_for {
-            Some(duration) => ringshard::sleep(duration).await,
-            None => std::future::pending().await,
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let stop = async move {
+        let deadline = async {
+            match serve_for {
+                Some(duration) => ringshard::sleep(duration).await,
+                None => std::future::pending().await,
+            }
+        };
+        ringshard::select! {
+            () = deadline => {},
+            _ = terminate.recv() => eprintln!("shard {}: SIGTERM", shard.index()),
+            _ = interrupt.recv() => eprintln!("shard {}: Ctrl-C", shard.index()),
         }
     };
     let mut stop = std::pin::pin!(stop);

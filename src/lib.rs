@@ -30,6 +30,7 @@ pub mod net;
 pub mod runtime;
 mod select;
 mod shard;
+pub mod signal;
 pub mod sync;
 mod sys;
 pub mod task;
