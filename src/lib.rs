@@ -40,7 +40,8 @@ pub use channel::mpsc::{bounded, unbounded};
 pub use driver::{DriverKind, DriverType};
 pub use runtime::{Builder, Runtime, RuntimeStats, ShardStats};
 pub use task::{
-    current_shard, spawn, spawn_on, spawn_stealable, yield_now, JoinError, JoinHandle, ShardId,
+    current_shard, spawn, spawn_blocking, spawn_on, spawn_stealable, yield_now, JoinError,
+    JoinHandle, ShardId,
 };
 pub use time::{sleep, timeout};
 

@@ -55,6 +55,7 @@ pub struct Builder {
     park_timeout: Option<Duration>,
     spin_before_park: Duration,
     work_stealing: bool,
+    max_blocking_threads: usize,
 }
 
 impl Default for Builder {
@@ -72,6 +73,7 @@ impl Default for Builder {
             park_timeout: None,
             spin_before_park: DEFAULT_SPIN,
             work_stealing: false,
+            max_blocking_threads: crate::task::blocking::DEFAULT_MAX_THREADS,
         }
     }
 }
@@ -190,6 +192,14 @@ impl Builder {
         self
     }
 
+    /// The most threads [`spawn_blocking`](crate::spawn_blocking)'s pool
+    /// runs at once (default 512; at least 1). More closures wait in its
+    /// queue; idle threads exit after 10 s.
+    pub fn max_blocking_threads(mut self, threads: usize) -> Builder {
+        self.max_blocking_threads = threads;
+        self
+    }
+
     /// Starts the shards. Bad settings and drivers that cannot start give an
     /// `io::Error` saying what is wrong.
     pub fn build(&self) -> io::Result<Runtime> {
@@ -241,6 +251,9 @@ impl Builder {
                 cpus.len(),
                 cpus.len()
             ));
+        }
+        if self.max_blocking_threads == 0 {
+            return invalid("ringshard: max_blocking_threads must be at least 1".into());
         }
         if self.io_entries == 0 || self.io_entries > MAX_IO_ENTRIES {
             return invalid(format!(
@@ -383,7 +396,11 @@ impl Builder {
             }
             return Err(error);
         }
-        let shared = Arc::new(RuntimeShared::new(all));
+        let shared = Arc::new(RuntimeShared::new(
+            all,
+            self.max_blocking_threads,
+            cpus.to_vec(),
+        ));
         for worker in &mut workers {
             if let Some(start) = worker.start.take() {
                 let _ = start.send(shared.clone());

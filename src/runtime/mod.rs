@@ -232,6 +232,8 @@ impl Runtime {
         }
         // Shards still running past the deadline are detached.
         self.workers.clear();
+        // Blocking closures are not waited for (see `spawn_blocking`).
+        self.shared.shutdown_blocking();
     }
 }
 

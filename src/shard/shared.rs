@@ -31,6 +31,13 @@ pub(crate) struct Config {
 /// What every shard can see of the others.
 pub(crate) struct RuntimeShared {
     pub(crate) shards: Vec<Arc<Shared>>,
+    /// `spawn_blocking`'s pool, made on first use.
+    blocking: OnceLock<Arc<crate::task::blocking::Pool>>,
+    /// `Builder::max_blocking_threads`.
+    max_blocking_threads: usize,
+    /// The CPUs the process could run on when the runtime was built (pool
+    /// threads run on all of them).
+    cpus: Vec<usize>,
     /// Set by `Runtime::shutdown`: when shards must be done draining.
     pub(crate) deadline: OnceLock<Instant>,
     /// The live stealable tasks (shard-bound ones are in each `Core`).
@@ -38,11 +45,39 @@ pub(crate) struct RuntimeShared {
 }
 
 impl RuntimeShared {
-    pub(crate) fn new(shards: Vec<Arc<Shared>>) -> RuntimeShared {
+    pub(crate) fn new(
+        shards: Vec<Arc<Shared>>,
+        max_blocking_threads: usize,
+        cpus: Vec<usize>,
+    ) -> RuntimeShared {
         RuntimeShared {
             shards,
+            blocking: OnceLock::new(),
+            max_blocking_threads,
+            cpus,
             deadline: OnceLock::new(),
             registry: SharedRegistry::default(),
+        }
+    }
+}
+
+impl RuntimeShared {
+    /// The blocking pool, made on first use.
+    pub(crate) fn blocking_pool(&self) -> Arc<crate::task::blocking::Pool> {
+        self.blocking
+            .get_or_init(|| {
+                Arc::new(crate::task::blocking::Pool::new(
+                    self.max_blocking_threads,
+                    self.cpus.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// Lets the blocking pool's idle threads go (runtime shutdown).
+    pub(crate) fn shutdown_blocking(&self) {
+        if let Some(pool) = self.blocking.get() {
+            pool.shutdown();
         }
     }
 }

@@ -30,6 +30,32 @@ pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     }
 }
 
+/// Lets the calling thread run on every CPU of `cpus` (Linux; elsewhere a
+/// no-op).
+pub(crate) fn set_current_affinity(cpus: &[usize]) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        if cpus.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: cpu_set_t is plain data; all-zero is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus.iter().filter(|&&cpu| cpu < libc::CPU_SETSIZE as usize) {
+            // SAFETY: `cpu` is below CPU_SETSIZE and `set` is a valid set.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        let rc =
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cpus;
+    Ok(())
+}
+
 /// Pins the calling thread to one CPU and restores its previous affinity on drop.
 pub(crate) struct AffinityGuard {
     #[cfg(target_os = "linux")]

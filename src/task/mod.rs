@@ -7,9 +7,13 @@
 //! routing is what makes `!Send` futures sound: they are only ever polled and
 //! dropped on the thread of the shard that owns them.
 
+pub(crate) mod blocking;
 mod join;
+mod join_set;
 
+pub use blocking::spawn_blocking;
 pub use join::{JoinError, JoinHandle};
+pub use join_set::JoinSet;
 
 use std::fmt;
 use std::future::Future;
