@@ -343,38 +343,6 @@ fn the_auto_server_serves_http1_and_http2() {
     });
 }
 
-/// The path of example `name`, built with the `hyper` feature if this test
-/// run did not build it (`cargo test --all-features` builds every example).
-fn example(name: &str) -> std::path::PathBuf {
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_path_buf();
-    let path = dir.join("examples").join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--example", name, "--features", "hyper"]);
-        if dir.ends_with("release") {
-            build.arg("--release");
-        }
-        // Into this test's own target directory (scripts/sanitize.sh uses
-        // others), and for an explicit target if it was built for one.
-        let mut target_dir = dir.parent().unwrap();
-        let triple = target_dir.file_name().and_then(|n| n.to_str());
-        if let Some(triple) = triple.filter(|t| t.contains("-linux")) {
-            build.args(["--target", triple]);
-            target_dir = target_dir.parent().unwrap();
-        }
-        build.arg("--target-dir").arg(target_dir);
-        assert!(build.status().unwrap().success(), "building example {name}");
-        assert!(path.exists(), "example {name} is not at {}", path.display());
-    }
-    path
-}
-
 /// A free loopback port (bound and released; the examples bind it with
 /// `SO_REUSEPORT` on every shard).
 fn free_port() -> u16 {
@@ -388,7 +356,7 @@ fn free_port() -> u16 {
 /// Starts an example server and waits for its first line.
 fn start(name: &str, args: &[&str], driver: &str) -> std::process::Child {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(example(name))
+    let mut child = std::process::Command::new(common::example(name, &["hyper"]))
         .args(args)
         .env("RINGSHARD_DRIVER", driver)
         .stdout(std::process::Stdio::piped())

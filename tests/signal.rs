@@ -165,3 +165,89 @@ fn signals_that_cannot_be_handled_are_clear_errors() {
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{signum}");
     }
 }
+
+/// The `graceful_shutdown` example under SIGTERM: it stops accepting at
+/// once, an open connection keeps echoing and finishes, one left open is
+/// cut at the grace deadline, and the process exits 0.
+#[test]
+fn the_graceful_shutdown_example_drains_on_sigterm() {
+    use std::io::{BufRead, Read, Write};
+    for driver in ["uring", "epoll"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = std::process::Command::new(common::example("graceful_shutdown", &[]))
+            .args(["--shards", "2", "--port", &port.to_string(), "--grace", "2"])
+            .env("RINGSHARD_DRIVER", driver)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with("echo server on"), "{line:?}");
+        let echo = |stream: &mut std::net::TcpStream, text: &[u8]| {
+            stream.write_all(text).unwrap();
+            let mut back = vec![0; text.len()];
+            stream.read_exact(&mut back).unwrap();
+            assert_eq!(back, text);
+        };
+        let addr = ("127.0.0.1", port);
+        // Two connections per shard at least: connect until both shards
+        // hold one that echoes (reuseport spreads them).
+        let mut open: Vec<std::net::TcpStream> = (0..4)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                echo(&mut stream, b"hello");
+                stream
+            })
+            .collect();
+        // SAFETY: kill has no memory arguments.
+        assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);
+        let started = std::time::Instant::now();
+        // The listeners close: new connections are refused.
+        let mut refused = false;
+        while started.elapsed() < Duration::from_secs(2) {
+            if std::net::TcpStream::connect(addr).is_err() {
+                refused = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(refused, "{driver}: still accepting after SIGTERM");
+        // The open ones still echo; two finish, two stay open to the end.
+        for stream in &mut open {
+            echo(stream, b"still here");
+        }
+        open.truncate(2);
+        let status = server.wait().unwrap();
+        assert!(status.success(), "{driver}: exit {status}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2),
+            "the grace was kept: {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        // "a shard closed: N connections finished in the drain, M aborted"
+        let count = |what: &str, back: usize| -> usize {
+            rest.lines()
+                .filter_map(|l| {
+                    let words: Vec<&str> = l.split_whitespace().collect();
+                    let i = words.iter().position(|w| *w == what)?;
+                    words.get(i.checked_sub(back)?)?.parse::<usize>().ok()
+                })
+                .sum()
+        };
+        // Probes that connected before the listeners closed finish too.
+        assert!(count("finished", 2) >= 2, "{driver}: {rest}");
+        assert_eq!(count("aborted", 1), 2, "{driver}: {rest}");
+        drop(open);
+    }
+}

@@ -185,3 +185,38 @@ pub fn pattern() -> &'static [u8] {
         (0..128 * 1024).map(|_| rng.next() as u8).collect()
     })
 }
+
+/// The path of example `name`, built (with `features`) if this test run did
+/// not build it (`cargo test` builds the examples its features allow).
+pub fn example(name: &str, features: &[&str]) -> std::path::PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join("examples").join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--example", name]);
+        if !features.is_empty() {
+            build.args(["--features", &features.join(",")]);
+        }
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        // Into this test's own target directory (scripts/sanitize.sh uses
+        // others), and for an explicit target if it was built for one.
+        let mut target_dir = dir.parent().unwrap();
+        let triple = target_dir.file_name().and_then(|n| n.to_str());
+        if let Some(triple) = triple.filter(|t| t.contains("-linux")) {
+            build.args(["--target", triple]);
+            target_dir = target_dir.parent().unwrap();
+        }
+        build.arg("--target-dir").arg(target_dir);
+        assert!(build.status().unwrap().success(), "building example {name}");
+        assert!(path.exists(), "example {name} is not at {}", path.display());
+    }
+    path
+}
