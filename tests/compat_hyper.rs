@@ -366,6 +366,15 @@ fn start(name: &str, args: &[&str], driver: &str) -> std::process::Child {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert!(line.contains(" on http://"), "{name} started: {line:?}");
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    common::wait_listening(addr);
     eprint!("{line}");
     // Keep reading, so the server's later lines never meet a closed pipe.
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::stderr()));

@@ -195,6 +195,7 @@ fn the_graceful_shutdown_example_drains_on_sigterm() {
             assert_eq!(back, text);
         };
         let addr = ("127.0.0.1", port);
+        common::wait_listening(addr);
         // Two connections per shard at least: connect until both shards
         // hold one that echoes (reuseport spreads them).
         let mut open: Vec<std::net::TcpStream> = (0..4)

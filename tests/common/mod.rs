@@ -220,3 +220,13 @@ pub fn example(name: &str, features: &[&str]) -> std::path::PathBuf {
     }
     path
 }
+
+/// Waits (up to 10 s) until something accepts connections on `addr`: a
+/// child server prints its banner before its shards have bound.
+pub fn wait_listening(addr: impl std::net::ToSocketAddrs + Copy) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
