@@ -11,7 +11,7 @@ use std::io;
 use std::time::Duration;
 
 use ringshard::net::TcpListener;
-use ringshard::signal::unix::{signal, SignalKind};
+use ringshard::signal::unix::{signal, Signal, SignalKind};
 use ringshard::task::JoinSet;
 use ringshard::{Runtime, ShardId};
 
@@ -38,11 +38,38 @@ fn main() -> io::Result<()> {
         "echo server on 127.0.0.1:{port}, {shards} shards, {:?}",
         rt.driver_kind()
     );
-    for result in rt.block_on_all(move |shard: ShardId| serve(shard, port, grace)) {
+    let stops = Stops::new(shards)?;
+    for result in
+        rt.block_on_all(move |shard: ShardId| serve(shard, port, grace, stops.take(shard)))
+    {
         let (finished, aborted) = result?;
         println!("a shard closed: {finished} connections finished in the drain, {aborted} aborted");
     }
     Ok(())
+}
+
+/// Each shard's SIGTERM and SIGINT listeners, all made before any shard
+/// starts: a signal that comes while the shards start is seen by all.
+struct Stops(std::sync::Mutex<Vec<Option<(Signal, Signal)>>>);
+
+impl Stops {
+    fn new(shards: usize) -> io::Result<std::sync::Arc<Stops>> {
+        let mut all = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let pair = (
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            );
+            all.push(Some(pair));
+        }
+        Ok(std::sync::Arc::new(Stops(std::sync::Mutex::new(all))))
+    }
+
+    fn take(&self, shard: ShardId) -> (Signal, Signal) {
+        self.0.lock().expect("not poisoned")[shard.index()]
+            .take()
+            .expect("one root future per shard")
+    }
 }
 
 fn invalid(error: impl ToString) -> io::Error {
@@ -51,10 +78,13 @@ fn invalid(error: impl ToString) -> io::Error {
 
 /// One shard: accept until a signal, then drain. Returns how many
 /// connections finished and how many were cut at the deadline.
-async fn serve(shard: ShardId, port: u16, grace: Duration) -> io::Result<(usize, usize)> {
+async fn serve(
+    shard: ShardId,
+    port: u16,
+    grace: Duration,
+    (mut terminate, mut interrupt): (Signal, Signal),
+) -> io::Result<(usize, usize)> {
     let listener = TcpListener::bind_reuseport(("127.0.0.1", port))?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     let mut connections = JoinSet::new();
     loop {
         let accepted = ringshard::select! {

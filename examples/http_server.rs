@@ -30,7 +30,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use ringshard::compat::hyper::{ShardExecutor, ShardTimer};
 use ringshard::net::TcpListener;
-use ringshard::signal::unix::{signal, SignalKind};
+use ringshard::signal::unix::{signal, Signal, SignalKind};
 use ringshard::{Runtime, ShardId};
 
 fn main() -> io::Result<()> {
@@ -56,7 +56,9 @@ fn main() -> io::Result<()> {
         "http server on http://{addr}, {shards} shards, {:?}",
         rt.driver_kind()
     );
-    let served = rt.block_on_all(move |shard: ShardId| serve(shard, addr, serve_for));
+    let stops = Stops::new(shards)?;
+    let served =
+        rt.block_on_all(move |shard: ShardId| serve(shard, addr, serve_for, stops.take(shard)));
     let mut total = 0;
     for (shard, served) in served.into_iter().enumerate() {
         let served = served?;
@@ -67,18 +69,45 @@ fn main() -> io::Result<()> {
     Ok(())
 }
 
+/// Each shard's SIGTERM and SIGINT listeners, all made before any shard
+/// starts: a signal that comes while the shards start is seen by all.
+struct Stops(std::sync::Mutex<Vec<Option<(Signal, Signal)>>>);
+
+impl Stops {
+    fn new(shards: usize) -> io::Result<std::sync::Arc<Stops>> {
+        let mut all = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let pair = (
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            );
+            all.push(Some(pair));
+        }
+        Ok(std::sync::Arc::new(Stops(std::sync::Mutex::new(all))))
+    }
+
+    fn take(&self, shard: ShardId) -> (Signal, Signal) {
+        self.0.lock().expect("not poisoned")[shard.index()]
+            .take()
+            .expect("one root future per shard")
+    }
+}
+
 fn invalid(error: impl ToString) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, error.to_string())
 }
 
 /// One shard's server; returns how many requests it served.
-async fn serve(shard: ShardId, addr: SocketAddr, serve_for: Option<Duration>) -> io::Result<u64> {
+async fn serve(
+    shard: ShardId,
+    addr: SocketAddr,
+    serve_for: Option<Duration>,
+    (mut terminate, mut interrupt): (Signal, Signal),
+) -> io::Result<u64> {
     let listener = TcpListener::bind_reuseport(addr)?;
     // Per-shard state: no atomics, no locks.
     let served = Rc::new(Cell::new(0u64));
     let graceful = GracefulShutdown::new();
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     let stop = async move {
         let deadline = async {
             match serve_for {

@@ -210,3 +210,32 @@ fn join_set_abort_all_and_shutdown() {
         assert!(set.join_next().await.is_none());
     });
 }
+
+/// A closure whose handle was aborted before a pool thread took it is
+/// skipped (as tokio does); the pool keeps its thread after a panic.
+#[test]
+fn an_aborted_queued_closure_is_skipped() {
+    let rt = common::runtime(ringshard::Runtime::builder().max_blocking_threads(1), 1);
+    let ran = Arc::new(AtomicUsize::new(0));
+    rt.block_on(async {
+        let busy = ringshard::spawn_blocking(|| std::thread::sleep(Duration::from_millis(100)));
+        let flag = ran.clone();
+        let queued = ringshard::spawn_blocking(move || {
+            flag.fetch_add(1, Ordering::SeqCst);
+        });
+        queued.abort();
+        assert!(queued.await.unwrap_err().is_cancelled());
+        busy.await.unwrap();
+        // The one thread is still there for the next closure, after a panic too.
+        assert!(ringshard::spawn_blocking(|| panic!("x"))
+            .await
+            .unwrap_err()
+            .is_panic());
+        assert_eq!(ringshard::spawn_blocking(|| 5).await.unwrap(), 5);
+    });
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "the aborted closure never ran"
+    );
+}

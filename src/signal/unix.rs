@@ -153,41 +153,78 @@ fn start_dispatcher() -> io::Result<()> {
         return Ok(());
     }
     let mut fds = [0 as RawFd; 2];
-    // SAFETY: `pipe` writes two fds into the array.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+    // SAFETY: `pipe2` writes two fds into the array.
+    #[cfg(target_os = "linux")]
+    let made = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    // SAFETY: as above; CLOEXEC is set right after (no pipe2 here).
+    #[cfg(not(target_os = "linux"))]
+    let made = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    if made < 0 {
         return Err(io::Error::last_os_error());
     }
     let [read, write] = fds;
+    #[cfg(not(target_os = "linux"))]
     for fd in fds {
         // SAFETY: plain fcntls on the fds just made.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     // SAFETY: as above; only the handler's end is non-blocking.
     unsafe { libc::fcntl(write, libc::F_SETFL, libc::O_NONBLOCK) };
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("ringshard-signal".into())
-        .spawn(move || dispatch(read))?;
+        .spawn(move || dispatch(read));
+    if let Err(error) = spawned {
+        for fd in fds {
+            // SAFETY: closes the fds made above, which nothing else holds.
+            unsafe { libc::close(fd) };
+        }
+        return Err(error);
+    }
     WAKE_FD.store(write, Ordering::SeqCst);
     Ok(())
 }
 
 /// The dispatcher: on every byte, counts each pending signal once and wakes
-/// its listeners. Runs for the rest of the process.
+/// its listeners. Runs for the rest of the process; should its pipe fail
+/// (closed under us by a close-every-fd routine, say), it gives every
+/// signal it handled back its default action rather than swallow them.
 fn dispatch(read: RawFd) {
     let mut buf = [0u8; 64];
     loop {
         // SAFETY: reads into a local buffer of the size passed.
         let n = unsafe { libc::read(read, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+        if n <= 0 {
+            let error = io::Error::last_os_error();
+            if n < 0 && error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            restore_defaults();
+            eprintln!("ringshard: the signal pipe failed ({error}); signals have their default action again");
             return;
         }
         for slot in &SLOTS {
             if slot.pending.swap(false, Ordering::SeqCst) {
                 slot.deliveries.fetch_add(1, Ordering::SeqCst);
-                for (_, waker) in slot.wakers().iter() {
-                    waker.wake_by_ref();
+                // Woken outside the lock: a waker may poll or drop a
+                // `Signal`. One that panics does not end the dispatcher.
+                let wakers: Vec<Waker> = slot.wakers().iter().map(|(_, w)| w.clone()).collect();
+                for waker in wakers {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
                 }
             }
+        }
+    }
+}
+
+/// Gives every signal with our handler its default action back.
+fn restore_defaults() {
+    for (signum, slot) in SLOTS.iter().enumerate() {
+        if slot.installed.load(Ordering::Acquire) {
+            // SAFETY: an all-zero sigaction with SIG_DFL is valid.
+            let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+            action.sa_sigaction = libc::SIG_DFL;
+            // SAFETY: restores the default action, no pointers kept.
+            unsafe { libc::sigaction(signum as libc::c_int, &action, std::ptr::null_mut()) };
         }
     }
 }
@@ -237,7 +274,8 @@ fn install(signum: libc::c_int) -> io::Result<&'static Slot> {
 
 /// Listens for `kind`: installs ringshard's handler for it on first use
 /// (the process keeps the default disposition until then). Works on any
-/// shard or plain thread.
+/// shard or plain thread. A handler installed before by other code is
+/// replaced, not chained to (tokio's, through signal-hook, chains).
 ///
 /// # Errors
 ///

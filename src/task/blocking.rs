@@ -35,11 +35,16 @@ type Job = Box<dyn FnOnce() + Send>;
 ///
 /// # Cancel safety
 ///
-/// Dropping or aborting the handle does not stop a closure that started:
-/// it runs to its end on its pool thread and its result is dropped. At
-/// runtime shutdown the handle resolves as cancelled at once; closures
-/// still running finish on their threads, which exit afterwards (shutdown
-/// does not wait for them), and queued ones still run.
+/// Aborting the handle (or dropping it after an abort) before the closure
+/// started skips it; one that started runs to its end on its pool thread
+/// and its result is dropped. Merely dropping the handle detaches: the
+/// closure still runs. At runtime shutdown the handle resolves as
+/// cancelled at once; closures still running finish on their threads,
+/// which exit afterwards (shutdown does not wait for them), and queued ones
+/// are skipped.
+///
+/// The closure runs outside any shard: `spawn` and `spawn_blocking` called
+/// from inside it panic (tokio's blocking threads enter their runtime).
 ///
 /// # Panics
 ///
@@ -63,6 +68,11 @@ where
         .expect("ringshard::spawn_blocking called outside a ringshard runtime");
     let (tx, rx) = oneshot::channel();
     pool.submit(Box::new(move || {
+        // Nobody awaits it any more (aborted, or the runtime shut down
+        // before it started): skip it, as tokio does.
+        if tx.is_closed() {
+            return;
+        }
         let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
     }));
     super::spawn(async move {
@@ -135,9 +145,12 @@ impl Pool {
             let mut state = self.lock();
             state.threads -= 1;
             if state.threads == 0 {
-                // Nobody will ever run them: drop them, so their handles
-                // say so instead of waiting for ever.
-                state.queue.clear();
+                // Nobody will ever run them: drop them (outside the lock, as
+                // they are the caller's), so their handles say so instead
+                // of waiting for ever.
+                let orphans = std::mem::take(&mut state.queue);
+                drop(state);
+                drop(orphans);
             }
         }
     }
@@ -150,7 +163,9 @@ impl Pool {
         loop {
             if let Some(job) = state.queue.pop_front() {
                 drop(state);
-                job();
+                // A panic here (a result's `Drop`, the closure's own is
+                // caught) must not take the thread's count with it.
+                let _ = catch_unwind(AssertUnwindSafe(job));
                 state = self.lock();
                 continue;
             }
