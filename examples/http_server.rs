@@ -30,8 +30,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use ringshard::compat::hyper::{ShardExecutor, ShardTimer};
 use ringshard::net::TcpListener;
-use ringshard::signal::unix::{signal, Signal, SignalKind};
+use ringshard::signal::unix::Signal;
 use ringshard::{Runtime, ShardId};
+
+#[path = "shared/stops.rs"]
+mod stops;
+use stops::Stops;
 
 fn main() -> io::Result<()> {
     let mut shards = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -67,30 +71,6 @@ fn main() -> io::Result<()> {
     }
     println!("{total} requests served");
     Ok(())
-}
-
-/// Each shard's SIGTERM and SIGINT listeners, all made before any shard
-/// starts: a signal that comes while the shards start is seen by all.
-struct Stops(std::sync::Mutex<Vec<Option<(Signal, Signal)>>>);
-
-impl Stops {
-    fn new(shards: usize) -> io::Result<std::sync::Arc<Stops>> {
-        let mut all = Vec::with_capacity(shards);
-        for _ in 0..shards {
-            let pair = (
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::interrupt())?,
-            );
-            all.push(Some(pair));
-        }
-        Ok(std::sync::Arc::new(Stops(std::sync::Mutex::new(all))))
-    }
-
-    fn take(&self, shard: ShardId) -> (Signal, Signal) {
-        self.0.lock().expect("not poisoned")[shard.index()]
-            .take()
-            .expect("one root future per shard")
-    }
 }
 
 fn invalid(error: impl ToString) -> io::Error {
