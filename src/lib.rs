@@ -24,6 +24,7 @@ pub mod channel;
 pub mod compat;
 mod context;
 mod driver;
+pub mod fs;
 #[cfg(all(test, loom))]
 mod loom_models;
 pub mod net;

@@ -84,6 +84,36 @@ where
     })
 }
 
+/// Runs `f` on the current runtime's blocking pool and resolves to its
+/// result, without a task of its own (what `fs` uses). A panic in `f` is
+/// resumed in the caller. Dropping the future before a pool thread took
+/// `f` skips it; after, `f` runs to its end and its result is dropped.
+///
+/// # Panics
+///
+/// Outside a ringshard runtime, and if the pool could not start a single
+/// thread (the OS refused to create one).
+pub(crate) async fn run<F, T>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = context::with_current(|core| core.runtime.blocking_pool())
+        .expect("ringshard: blocking work (fs, spawn_blocking) needs a ringshard runtime");
+    let (tx, rx) = oneshot::channel();
+    pool.submit(Box::new(move || {
+        if tx.is_closed() {
+            return;
+        }
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+    }));
+    match rx.await {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => resume_unwind(panic),
+        Err(_) => panic!("ringshard: no blocking pool thread could be started"),
+    }
+}
+
 /// The pool of one runtime.
 pub(crate) struct Pool {
     state: Mutex<State>,

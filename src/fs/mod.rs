@@ -1,0 +1,355 @@
+//! Files and paths (SPEC §7): [`File`] with positional, owned-buffer I/O,
+//! [`OpenOptions`], and the path helpers ([`read`], [`write()`],
+//! [`metadata`], [`remove_file`], [`rename`], [`create_dir`],
+//! [`create_dir_all`], [`remove_dir`]).
+//!
+//! Every call runs today on the runtime's blocking pool (as tokio's `fs`
+//! does), on both drivers: the buffer moves to the pool thread and back
+//! with the result. Native io_uring ops (OPENAT, READ, WRITE, FSYNC, STATX,
+//! ...) are the next step; the API and the cancel contract stay.
+//!
+//! # Cancel safety
+//!
+//! Dropping any of these futures never frees memory an op still uses and
+//! never leaks an fd: the pool thread owns the buffer (and a reference to
+//! the file) until the syscall returns, then drops what nobody awaits any
+//! more (an opened file is closed). An op dropped before a pool thread took
+//! it is skipped; one dropped after runs to its end, so a dropped write may
+//! or may not have been made.
+//!
+//! Errors have the `io::ErrorKind`s std gives (`NotFound` for a missing
+//! file or directory, `InvalidInput` for a path with a NUL byte, ...).
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::task::blocking::run;
+
+/// An open file. Its methods take `&self` (positional I/O has no cursor),
+/// so one `File` serves many tasks; it is `Send` and `Sync`.
+///
+/// ```
+/// # let rt = ringshard::Runtime::builder().worker_threads(1).build()?;
+/// # let dir = std::env::temp_dir().join(format!("ringshard-fs-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// rt.block_on(async {
+///     let path = dir.join("hello.txt");
+///     let file = ringshard::fs::OpenOptions::new()
+///         .read(true)
+///         .write(true)
+///         .create(true)
+///         .open(&path)
+///         .await?;
+///     let (res, _) = file.write_all_at(b"hello, file".to_vec(), 0).await;
+///     res?;
+///     file.sync_all().await?;
+///     let (res, buf) = file.read_exact_at(Vec::with_capacity(4), 7).await;
+///     res?;
+///     assert_eq!(buf, b"file");
+///     file.close().await
+/// })?;
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct File {
+    std: Arc<std::fs::File>,
+}
+
+/// How to open a file, as `std::fs::OpenOptions`.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    std: std::fs::OpenOptions,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions::new()
+    }
+}
+
+impl OpenOptions {
+    /// No access at all yet: set `read`, `write` or `append`.
+    pub fn new() -> OpenOptions {
+        OpenOptions {
+            std: std::fs::OpenOptions::new(),
+        }
+    }
+
+    /// Open for reading.
+    pub fn read(&mut self, read: bool) -> &mut OpenOptions {
+        self.std.read(read);
+        self
+    }
+
+    /// Open for writing.
+    pub fn write(&mut self, write: bool) -> &mut OpenOptions {
+        self.std.write(write);
+        self
+    }
+
+    /// Open for appending (positional writes still go where they say on
+    /// Linux only if the file was not opened with `O_APPEND`: with it, the
+    /// kernel appends every write, as `pwrite(2)` documents).
+    pub fn append(&mut self, append: bool) -> &mut OpenOptions {
+        self.std.append(append);
+        self
+    }
+
+    /// Truncate to 0 bytes on opening.
+    pub fn truncate(&mut self, truncate: bool) -> &mut OpenOptions {
+        self.std.truncate(truncate);
+        self
+    }
+
+    /// Create the file if it does not exist.
+    pub fn create(&mut self, create: bool) -> &mut OpenOptions {
+        self.std.create(create);
+        self
+    }
+
+    /// Create the file, failing with `AlreadyExists` if it exists.
+    pub fn create_new(&mut self, create_new: bool) -> &mut OpenOptions {
+        self.std.create_new(create_new);
+        self
+    }
+
+    /// The permission bits of a file this creates (before the umask).
+    pub fn mode(&mut self, mode: u32) -> &mut OpenOptions {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut self.std, mode);
+        self
+    }
+
+    /// Opens `path` with these options.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped open leaks no fd (see the [module](self)).
+    pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        let options = self.std.clone();
+        let path = path.as_ref().to_path_buf();
+        let std = run(move || options.open(path)).await?;
+        Ok(File { std: Arc::new(std) })
+    }
+}
+
+impl File {
+    /// Opens `path` for reading.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().read(true).open(path).await
+    }
+
+    /// Opens `path` for writing (only: reads on it fail with `EBADF`),
+    /// creating it or truncating it.
+    pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .await
+    }
+
+    /// Reads into `buf` from index 0 up to its capacity, from offset `pos`,
+    /// and sets its length to the bytes read; `Ok(0)` at the end of the
+    /// file (or for a buffer without capacity).
+    ///
+    /// # Cancel safety
+    ///
+    /// See the [module](self): the buffer is freed only after the read.
+    pub async fn read_at<B: IoBufMut + Send>(&self, mut buf: B, pos: u64) -> BufResult<usize, B> {
+        let file = self.std.clone();
+        run(move || {
+            let (ptr, len) = (buf.write_ptr(), buf.bytes_total());
+            // SAFETY: the buffer's writable memory, which `buf` (moved here)
+            // keeps alive; only the bytes the read reports count as written.
+            let dst = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+            let result = file.read_at(dst, pos);
+            if let Ok(n) = result {
+                // SAFETY: the kernel wrote `n` bytes from index 0.
+                unsafe { buf.set_init(n) };
+            }
+            (result, buf)
+        })
+        .await
+    }
+
+    /// Reads until `buf` is full (its capacity), from offset `pos`; fails
+    /// with `UnexpectedEof` if the file ends first (`buf` then holds what
+    /// was there).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`read_at`](File::read_at).
+    pub async fn read_exact_at<B: IoBufMut + Send>(
+        &self,
+        mut buf: B,
+        pos: u64,
+    ) -> BufResult<usize, B> {
+        let file = self.std.clone();
+        run(move || {
+            let total = buf.bytes_total();
+            // SAFETY: as in `read_at`.
+            let dst = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), total) };
+            let mut done = 0;
+            let result = loop {
+                if done == total {
+                    break Ok(total);
+                }
+                match file.read_at(&mut dst[done..], pos + done as u64) {
+                    Ok(0) => {
+                        break Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the file ended after {done} of {total} bytes"),
+                        ))
+                    }
+                    Ok(n) => done += n,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => break Err(error),
+                }
+            };
+            // SAFETY: the first `done` bytes were written by the reads.
+            unsafe { buf.set_init(done) };
+            (result, buf)
+        })
+        .await
+    }
+
+    /// Writes some of `buf`'s initialized bytes at offset `pos`; returns
+    /// how many.
+    ///
+    /// # Cancel safety
+    ///
+    /// See the [module](self): a dropped write may or may not be made.
+    pub async fn write_at<B: IoBuf + Send>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        let file = self.std.clone();
+        run(move || {
+            // SAFETY: `buf` has `bytes_init` initialized bytes at `read_ptr`.
+            let src = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+            let result = file.write_at(src, pos);
+            (result, buf)
+        })
+        .await
+    }
+
+    /// Writes all of `buf`'s initialized bytes at offset `pos`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`write_at`](File::write_at): some prefix may be written.
+    pub async fn write_all_at<B: IoBuf + Send>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        let file = self.std.clone();
+        run(move || {
+            // SAFETY: as in `write_at`.
+            let src = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+            let result = file.write_all_at(src, pos).map(|()| src.len());
+            (result, buf)
+        })
+        .await
+    }
+
+    /// Flushes data and metadata to the device (`fsync`).
+    pub async fn sync_all(&self) -> io::Result<()> {
+        let file = self.std.clone();
+        run(move || file.sync_all()).await
+    }
+
+    /// Flushes data, and only the metadata needed to read it (`fdatasync`).
+    pub async fn sync_data(&self) -> io::Result<()> {
+        let file = self.std.clone();
+        run(move || file.sync_data()).await
+    }
+
+    /// The file's metadata.
+    pub async fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        let file = self.std.clone();
+        run(move || file.metadata()).await
+    }
+
+    /// Truncates or extends the file to `size` bytes.
+    pub async fn set_len(&self, size: u64) -> io::Result<()> {
+        let file = self.std.clone();
+        run(move || file.set_len(size)).await
+    }
+
+    /// Closes the file and reports the close's error, if it is the last
+    /// handle (clones, and ops still running, keep it open; it closes when
+    /// the last goes). Dropping a `File` closes it too, silently.
+    pub async fn close(self) -> io::Result<()> {
+        match Arc::try_unwrap(self.std) {
+            Ok(file) => {
+                run(move || {
+                    let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+                    // SAFETY: we own `fd` (taken from the File) and close it once.
+                    if unsafe { libc::close(fd) } < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// std's view of the file, for calls this API lacks.
+    pub fn as_std(&self) -> &std::fs::File {
+        &self.std
+    }
+}
+
+fn owned(path: impl AsRef<Path>) -> PathBuf {
+    path.as_ref().to_path_buf()
+}
+
+/// The whole contents of the file at `path`.
+pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    let path = owned(path);
+    run(move || std::fs::read(path)).await
+}
+
+/// Writes `contents` to the file at `path`, creating or truncating it.
+pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
+    let (path, contents) = (owned(path), contents.as_ref().to_vec());
+    run(move || std::fs::write(path, contents)).await
+}
+
+/// The metadata of `path`, following symlinks.
+pub async fn metadata(path: impl AsRef<Path>) -> io::Result<std::fs::Metadata> {
+    let path = owned(path);
+    run(move || std::fs::metadata(path)).await
+}
+
+/// Removes the file at `path`.
+pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = owned(path);
+    run(move || std::fs::remove_file(path)).await
+}
+
+/// Renames `from` to `to`, replacing `to` if it exists.
+pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    let (from, to) = (owned(from), owned(to));
+    run(move || std::fs::rename(from, to)).await
+}
+
+/// Creates the directory `path` (its parent must exist).
+pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = owned(path);
+    run(move || std::fs::create_dir(path)).await
+}
+
+/// Creates `path` and every missing parent.
+pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = owned(path);
+    run(move || std::fs::create_dir_all(path)).await
+}
+
+/// Removes the empty directory `path`.
+pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = owned(path);
+    run(move || std::fs::remove_dir(path)).await
+}
