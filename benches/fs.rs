@@ -62,7 +62,11 @@ fn main() {
         );
     }
     let ratio = |a: usize, b: usize| {
-        let mut r: Vec<f64> = results[a].iter().zip(&results[b]).map(|(x, y)| x / y).collect();
+        let mut r: Vec<f64> = results[a]
+            .iter()
+            .zip(&results[b])
+            .map(|(x, y)| x / y)
+            .collect();
         r.sort_by(f64::total_cmp);
         r
     };
@@ -71,7 +75,10 @@ fn main() {
         println!(
             "  ringshard/{name}: median {:.2} (rounds {})",
             r[r.len() / 2],
-            r.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ")
+            r.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     let _ = std::fs::remove_file(&path);
