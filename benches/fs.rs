@@ -10,6 +10,9 @@
 //!
 //! Run without `--bench` it makes one short pass.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -20,12 +23,7 @@ const IN_FLIGHT: usize = 32;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<usize>().ok())
-    };
+    let value = |name: &str| support::flag::<usize>(&args, name);
     let rounds = value("--rounds").unwrap_or(if full { 5 } else { 1 });
     let reads = value("--reads").unwrap_or(if full { 200_000 } else { 5_000 });
     let path = std::env::temp_dir().join(format!("ringshard-fs-bench-{}", std::process::id()));

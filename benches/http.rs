@@ -45,12 +45,7 @@ fn main() {
         };
     }
     let full = args.iter().any(|a| a == "--bench");
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<f64>().ok())
-    };
+    let value = |name: &str| support::flag::<f64>(&args, name);
     let rounds = value("--rounds").map_or(if full { 3 } else { 1 }, |v| v as usize);
     let duration =
         Duration::from_secs_f64(value("--duration").unwrap_or(if full { 3.0 } else { 0.5 }));

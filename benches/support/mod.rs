@@ -1,5 +1,5 @@
-//! Shared by `examples/echo_bench.rs` and `benches/echo.rs`: the echo load
-//! generator (ringshard, one shard), thread pinning, CPU accounting.
+//! Shared by `examples/echo_bench.rs` and the benches: the echo load
+//! generator (ringshard, one shard), thread pinning, CPU accounting, flags.
 
 #![allow(dead_code, reason = "the example and the bench use different parts")]
 
@@ -198,4 +198,17 @@ pub fn read_addr(child: &mut std::process::Child, kind: &str) -> std::net::Socke
     line.trim()
         .parse()
         .unwrap_or_else(|_| panic!("{kind}: {line:?}"))
+}
+
+/// The text after `--name` on the command line.
+pub fn flag_text<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// The value after `--name` on the command line, parsed.
+pub fn flag<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    flag_text(args, name).and_then(|v| v.parse().ok())
 }

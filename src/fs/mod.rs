@@ -138,12 +138,20 @@ impl OpenOptions {
 
 impl File {
     /// Opens `path` for reading.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped open leaks no fd (see the [module](self)).
     pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
         OpenOptions::new().read(true).open(path).await
     }
 
     /// Opens `path` for writing (only: reads on it fail with `EBADF`),
     /// creating it or truncating it.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped create leaks no fd; the file may or may not have been created or truncated.
     pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
         OpenOptions::new()
             .write(true)
@@ -164,10 +172,9 @@ impl File {
         let file = self.std.clone();
         run(move || {
             let (ptr, len) = (buf.write_ptr(), buf.bytes_total());
-            // SAFETY: the buffer's writable memory, which `buf` (moved here)
-            // keeps alive; only the bytes the read reports count as written.
-            let dst = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-            let result = file.read_at(dst, pos);
+            // SAFETY: `ptr` has `len` writable bytes, kept alive by `buf`
+            // (moved here); a raw pointer, as the bytes may be uninitialized.
+            let result = unsafe { pread(&file, ptr, len, pos) };
             if let Ok(n) = result {
                 // SAFETY: the kernel wrote `n` bytes from index 0.
                 unsafe { buf.set_init(n) };
@@ -192,14 +199,20 @@ impl File {
         let file = self.std.clone();
         run(move || {
             let total = buf.bytes_total();
-            // SAFETY: as in `read_at`.
-            let dst = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), total) };
+            let ptr = buf.write_ptr();
             let mut done = 0;
             let result = loop {
                 if done == total {
                     break Ok(total);
                 }
-                match file.read_at(&mut dst[done..], pos + done as u64) {
+                let Some(at) = pos.checked_add(done as u64) else {
+                    break Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "offset overflow",
+                    ));
+                };
+                // SAFETY: as in `read_at`; `done < total`, inside the buffer.
+                match unsafe { pread(&file, ptr.add(done), total - done, at) } {
                     Ok(0) => {
                         break Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -252,24 +265,40 @@ impl File {
     }
 
     /// Flushes data and metadata to the device (`fsync`).
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped sync may or may not have run; nothing is lost or leaked.
     pub async fn sync_all(&self) -> io::Result<()> {
         let file = self.std.clone();
         run(move || file.sync_all()).await
     }
 
     /// Flushes data, and only the metadata needed to read it (`fdatasync`).
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped sync may or may not have run; nothing is lost or leaked.
     pub async fn sync_data(&self) -> io::Result<()> {
         let file = self.std.clone();
         run(move || file.sync_data()).await
     }
 
     /// The file's metadata.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn metadata(&self) -> io::Result<std::fs::Metadata> {
         let file = self.std.clone();
         run(move || file.metadata()).await
     }
 
     /// Truncates or extends the file to `size` bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call may or may not have changed the length.
     pub async fn set_len(&self, size: u64) -> io::Result<()> {
         let file = self.std.clone();
         run(move || file.set_len(size)).await
@@ -278,6 +307,10 @@ impl File {
     /// Closes the file and reports the close's error, if it is the last
     /// handle (clones, and ops still running, keep it open; it closes when
     /// the last goes). Dropping a `File` closes it too, silently.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped, the file still closes (on the pool thread, or with the last handle); only the close's error is lost.
     pub async fn close(self) -> io::Result<()> {
         match Arc::try_unwrap(self.std) {
             Ok(file) => {
@@ -302,53 +335,109 @@ impl File {
     }
 }
 
+/// `pread(2)` into raw memory.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `len` bytes.
+unsafe fn pread(file: &std::fs::File, dst: *mut u8, len: usize, pos: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let Ok(offset) = libc::off_t::try_from(pos) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "offset beyond off_t",
+        ));
+    };
+    // The kernel takes at most isize::MAX bytes; it returns short reads.
+    let len = len.min(isize::MAX as usize);
+    // SAFETY: forwarded from this function's contract.
+    let n = unsafe { libc::pread(file.as_raw_fd(), dst.cast(), len, offset) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 fn owned(path: impl AsRef<Path>) -> PathBuf {
     path.as_ref().to_path_buf()
 }
 
 /// The whole contents of the file at `path`.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads; the file is closed either way.
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let path = owned(path);
     run(move || std::fs::read(path)).await
 }
 
 /// Writes `contents` to the file at `path`, creating or truncating it.
+///
+/// # Cancel safety
+///
+/// A dropped write may or may not have created or (partly) written the file.
 pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
     let (path, contents) = (owned(path), contents.as_ref().to_vec());
     run(move || std::fs::write(path, contents)).await
 }
 
 /// The metadata of `path`, following symlinks.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads.
 pub async fn metadata(path: impl AsRef<Path>) -> io::Result<std::fs::Metadata> {
     let path = owned(path);
     run(move || std::fs::metadata(path)).await
 }
 
 /// Removes the file at `path`.
+///
+/// # Cancel safety
+///
+/// A dropped call may or may not have removed the file.
 pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
     let path = owned(path);
     run(move || std::fs::remove_file(path)).await
 }
 
 /// Renames `from` to `to`, replacing `to` if it exists.
+///
+/// # Cancel safety
+///
+/// A dropped call may or may not have renamed (a rename itself is atomic).
 pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
     let (from, to) = (owned(from), owned(to));
     run(move || std::fs::rename(from, to)).await
 }
 
 /// Creates the directory `path` (its parent must exist).
+///
+/// # Cancel safety
+///
+/// A dropped call may or may not have created the directory.
 pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
     let path = owned(path);
     run(move || std::fs::create_dir(path)).await
 }
 
 /// Creates `path` and every missing parent.
+///
+/// # Cancel safety
+///
+/// A dropped call may have created some of the directories.
 pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
     let path = owned(path);
     run(move || std::fs::create_dir_all(path)).await
 }
 
 /// Removes the empty directory `path`.
+///
+/// # Cancel safety
+///
+/// A dropped call may or may not have removed the directory.
 pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
     let path = owned(path);
     run(move || std::fs::remove_dir(path)).await
