@@ -73,7 +73,13 @@ async fn copy_and_verify(source: PathBuf, dest: PathBuf) -> io::Result<()> {
                         return Ok::<_, io::Error>(());
                     }
                     next.set(pos + CHUNK as u64);
-                    let (res, back) = input.read_at(buf, pos).await;
+                    // The whole chunk (the last one is shorter): a short read
+                    // must not leave a hole in the copy.
+                    let want = CHUNK.min((len - pos) as usize);
+                    if buf.capacity() != want {
+                        buf = Vec::with_capacity(want);
+                    }
+                    let (res, back) = input.read_exact_at(buf, pos).await;
                     let n = res?;
                     let (res, back) = output.write_all_at(back, pos).await;
                     res?;

@@ -62,6 +62,18 @@ fn every_call_round_trips() {
             let (res, buf) = file.read_at(Vec::with_capacity(64), 990).await;
             assert_eq!(res.unwrap(), 10);
             assert_eq!(buf.len(), 10);
+            // No capacity: nothing to read. A buffer with bytes in it: its
+            // length becomes the bytes read (reads fill from index 0).
+            let (res, _) = file.read_at(Vec::new(), 0).await;
+            assert_eq!(res.unwrap(), 0);
+            let mut full = Vec::with_capacity(8);
+            full.extend_from_slice(&[9; 8]);
+            let (res, buf) = file.read_at(full, 995).await;
+            assert_eq!(res.unwrap(), 5);
+            assert_eq!(buf.len(), 5);
+            // An offset past what the kernel takes is an error, not a panic.
+            let (res, _) = file.read_exact_at(Vec::with_capacity(8), u64::MAX).await;
+            assert_eq!(res.unwrap_err().kind(), ErrorKind::InvalidInput);
             // read_exact_at past the end: UnexpectedEof, with what was there.
             let (res, buf) = file.read_exact_at(Vec::with_capacity(64), 980).await;
             assert_eq!(res.unwrap_err().kind(), ErrorKind::UnexpectedEof);

@@ -12,10 +12,15 @@
 //!
 //! Dropping any of these futures never frees memory an op still uses and
 //! never leaks an fd: the pool thread owns the buffer (and a reference to
-//! the file) until the syscall returns, then drops what nobody awaits any
-//! more (an opened file is closed). An op dropped before a pool thread took
-//! it is skipped; one dropped after runs to its end, so a dropped write may
-//! or may not have been made.
+//! the file) until the syscall returns; whatever nobody awaits any more is
+//! then dropped, on the pool thread or the shard's (an opened file is
+//! closed). An op dropped before a pool thread took it is skipped; one
+//! dropped after runs to its end, so a dropped write may or may not have
+//! been made.
+//!
+//! If the OS refuses to start even one pool thread, calls that return only
+//! an `io::Result` fail with an error; the owned-buffer ones panic (their
+//! buffer went with the job).
 //!
 //! Errors have the `io::ErrorKind`s std gives (`NotFound` for a missing
 //! file or directory, `InvalidInput` for a path with a NUL byte, ...).
@@ -91,9 +96,8 @@ impl OpenOptions {
         self
     }
 
-    /// Open for appending (positional writes still go where they say on
-    /// Linux only if the file was not opened with `O_APPEND`: with it, the
-    /// kernel appends every write, as `pwrite(2)` documents).
+    /// Open for appending. With it, Linux puts every write at the end of
+    /// the file, so `write_at`'s `pos` is ignored (`pwrite(2)`, BUGS).
     pub fn append(&mut self, append: bool) -> &mut OpenOptions {
         self.std.append(append);
         self
@@ -129,9 +133,8 @@ impl OpenOptions {
     ///
     /// A dropped open leaks no fd (see the [module](self)).
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
-        let options = self.std.clone();
-        let path = path.as_ref().to_path_buf();
-        let std = run(move || options.open(path)).await?;
+        let (options, path) = (self.std.clone(), owned(path));
+        let std = run(move || options.open(path)).await??;
         Ok(File { std: Arc::new(std) })
     }
 }
@@ -182,6 +185,7 @@ impl File {
             (result, buf)
         })
         .await
+        .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Reads until `buf` is full (its capacity), from offset `pos`; fails
@@ -229,6 +233,7 @@ impl File {
             (result, buf)
         })
         .await
+        .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Writes some of `buf`'s initialized bytes at offset `pos`; returns
@@ -246,6 +251,7 @@ impl File {
             (result, buf)
         })
         .await
+        .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Writes all of `buf`'s initialized bytes at offset `pos`.
@@ -262,6 +268,7 @@ impl File {
             (result, buf)
         })
         .await
+        .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Flushes data and metadata to the device (`fsync`).
@@ -270,8 +277,7 @@ impl File {
     ///
     /// A dropped sync may or may not have run; nothing is lost or leaked.
     pub async fn sync_all(&self) -> io::Result<()> {
-        let file = self.std.clone();
-        run(move || file.sync_all()).await
+        self.on_pool(move |f| f.sync_all()).await
     }
 
     /// Flushes data, and only the metadata needed to read it (`fdatasync`).
@@ -280,8 +286,7 @@ impl File {
     ///
     /// A dropped sync may or may not have run; nothing is lost or leaked.
     pub async fn sync_data(&self) -> io::Result<()> {
-        let file = self.std.clone();
-        run(move || file.sync_data()).await
+        self.on_pool(move |f| f.sync_data()).await
     }
 
     /// The file's metadata.
@@ -290,8 +295,7 @@ impl File {
     ///
     /// Cancel safe: it only reads.
     pub async fn metadata(&self) -> io::Result<std::fs::Metadata> {
-        let file = self.std.clone();
-        run(move || file.metadata()).await
+        self.on_pool(move |f| f.metadata()).await
     }
 
     /// Truncates or extends the file to `size` bytes.
@@ -300,13 +304,13 @@ impl File {
     ///
     /// A dropped call may or may not have changed the length.
     pub async fn set_len(&self, size: u64) -> io::Result<()> {
-        let file = self.std.clone();
-        run(move || file.set_len(size)).await
+        self.on_pool(move |f| f.set_len(size)).await
     }
 
     /// Closes the file and reports the close's error, if it is the last
-    /// handle (clones, and ops still running, keep it open; it closes when
-    /// the last goes). Dropping a `File` closes it too, silently.
+    /// handle. Otherwise (clones, ops still running or still queued keep it
+    /// open) it returns `Ok(())` at once and the file closes, silently, when
+    /// the last of them goes. Dropping a `File` closes it too, silently.
     ///
     /// # Cancel safety
     ///
@@ -317,16 +321,29 @@ impl File {
                 run(move || {
                     let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
                     // SAFETY: we own `fd` (taken from the File) and close it once.
-                    if unsafe { libc::close(fd) } < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(())
+                    if unsafe { libc::close(fd) } == 0 {
+                        return Ok(());
+                    }
+                    match io::Error::last_os_error() {
+                        // On Linux the fd is closed even then.
+                        error if error.kind() == io::ErrorKind::Interrupted => Ok(()),
+                        error => Err(error),
                     }
                 })
-                .await
+                .await?
             }
             Err(_) => Ok(()),
         }
+    }
+
+    /// Runs `f` with the file on the blocking pool.
+    async fn on_pool<T, F>(&self, f: F) -> io::Result<T>
+    where
+        F: FnOnce(&std::fs::File) -> io::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let file = self.std.clone();
+        run(move || f(&file)).await?
     }
 
     /// std's view of the file, for calls this API lacks.
@@ -370,7 +387,7 @@ fn owned(path: impl AsRef<Path>) -> PathBuf {
 /// Cancel safe: it only reads; the file is closed either way.
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let path = owned(path);
-    run(move || std::fs::read(path)).await
+    run(move || std::fs::read(path)).await?
 }
 
 /// Writes `contents` to the file at `path`, creating or truncating it.
@@ -380,7 +397,7 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
 /// A dropped write may or may not have created or (partly) written the file.
 pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
     let (path, contents) = (owned(path), contents.as_ref().to_vec());
-    run(move || std::fs::write(path, contents)).await
+    run(move || std::fs::write(path, contents)).await?
 }
 
 /// The metadata of `path`, following symlinks.
@@ -390,7 +407,7 @@ pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Re
 /// Cancel safe: it only reads.
 pub async fn metadata(path: impl AsRef<Path>) -> io::Result<std::fs::Metadata> {
     let path = owned(path);
-    run(move || std::fs::metadata(path)).await
+    run(move || std::fs::metadata(path)).await?
 }
 
 /// Removes the file at `path`.
@@ -400,7 +417,7 @@ pub async fn metadata(path: impl AsRef<Path>) -> io::Result<std::fs::Metadata> {
 /// A dropped call may or may not have removed the file.
 pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
     let path = owned(path);
-    run(move || std::fs::remove_file(path)).await
+    run(move || std::fs::remove_file(path)).await?
 }
 
 /// Renames `from` to `to`, replacing `to` if it exists.
@@ -410,7 +427,7 @@ pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
 /// A dropped call may or may not have renamed (a rename itself is atomic).
 pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
     let (from, to) = (owned(from), owned(to));
-    run(move || std::fs::rename(from, to)).await
+    run(move || std::fs::rename(from, to)).await?
 }
 
 /// Creates the directory `path` (its parent must exist).
@@ -420,7 +437,7 @@ pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<
 /// A dropped call may or may not have created the directory.
 pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
     let path = owned(path);
-    run(move || std::fs::create_dir(path)).await
+    run(move || std::fs::create_dir(path)).await?
 }
 
 /// Creates `path` and every missing parent.
@@ -430,7 +447,7 @@ pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
 /// A dropped call may have created some of the directories.
 pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
     let path = owned(path);
-    run(move || std::fs::create_dir_all(path)).await
+    run(move || std::fs::create_dir_all(path)).await?
 }
 
 /// Removes the empty directory `path`.
@@ -440,5 +457,5 @@ pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
 /// A dropped call may or may not have removed the directory.
 pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
     let path = owned(path);
-    run(move || std::fs::remove_dir(path)).await
+    run(move || std::fs::remove_dir(path)).await?
 }

@@ -66,17 +66,9 @@ where
 {
     let pool = context::with_current(|core| core.runtime.blocking_pool())
         .expect("ringshard::spawn_blocking called outside a ringshard runtime");
-    let (tx, rx) = oneshot::channel();
-    pool.submit(Box::new(move || {
-        // Nobody awaits it any more (aborted, or the runtime shut down
-        // before it started): skip it, as tokio does.
-        if tx.is_closed() {
-            return;
-        }
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
-    }));
+    let result = submit(&pool, f);
     super::spawn(async move {
-        match rx.await {
+        match result.await {
             Ok(Ok(value)) => value,
             Ok(Err(panic)) => resume_unwind(panic),
             Err(_) => panic!("ringshard::spawn_blocking: no pool thread could be started"),
@@ -84,22 +76,14 @@ where
     })
 }
 
-/// Runs `f` on the current runtime's blocking pool and resolves to its
-/// result, without a task of its own (what `fs` uses). A panic in `f` is
-/// resumed in the caller. Dropping the future before a pool thread took
-/// `f` skips it; after, `f` runs to its end and its result is dropped.
-///
-/// # Panics
-///
-/// Outside a ringshard runtime, and if the pool could not start a single
-/// thread (the OS refused to create one).
-pub(crate) async fn run<F, T>(f: F) -> T
+/// Queues `f` on `pool`; its outcome (a panic caught) comes on the
+/// receiver. A job whose receiver is gone before a thread takes it is
+/// skipped, as tokio skips an aborted blocking task.
+fn submit<F, T>(pool: &Arc<Pool>, f: F) -> oneshot::Receiver<std::thread::Result<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let pool = context::with_current(|core| core.runtime.blocking_pool())
-        .expect("ringshard: blocking work (fs, spawn_blocking) needs a ringshard runtime");
     let (tx, rx) = oneshot::channel();
     pool.submit(Box::new(move || {
         if tx.is_closed() {
@@ -107,10 +91,31 @@ where
         }
         let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
     }));
-    match rx.await {
-        Ok(Ok(value)) => value,
+    rx
+}
+
+/// Runs `f` on the current runtime's blocking pool and resolves to its
+/// result, without a task of its own (what `fs` uses); an error only if the
+/// pool could not start a single thread (the OS refused to create one). A
+/// panic in `f` is resumed in the caller. Dropping the future before a pool
+/// thread took `f` skips it; after, `f` runs to its end.
+///
+/// # Panics
+///
+/// Outside a ringshard runtime.
+pub(crate) async fn run<F, T>(f: F) -> std::io::Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = context::with_current(|core| core.runtime.blocking_pool())
+        .expect("ringshard: blocking work (fs, spawn_blocking) needs a ringshard runtime");
+    match submit(&pool, f).await {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(panic)) => resume_unwind(panic),
-        Err(_) => panic!("ringshard: no blocking pool thread could be started"),
+        Err(_) => Err(std::io::Error::other(
+            "ringshard: no blocking pool thread could be started",
+        )),
     }
 }
 
