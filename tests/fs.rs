@@ -1,14 +1,79 @@
-//! `ringshard::fs` (SPEC §7), on both drivers: round trips of every call,
-//! random positional reads checked byte for byte, the error kinds std
-//! gives, and dropped ops that leak no fd.
+//! `ringshard::fs` (SPEC §7) in each of its modes (native io_uring ops,
+//! the blocking pool on io_uring, the pool on epoll): round trips of every
+//! call, random positional reads checked byte for byte, the error kinds std
+//! gives, and dropped ops that leak no fd and free no buffer the kernel
+//! may write.
+//!
+//! Tests shown to fail against a deliberately broken build name it:
+//! `RUSTFLAGS='--cfg ringshard_broken="<name>"' cargo test --test fs`.
 
 mod common;
 
 use std::io::ErrorKind;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use common::canary::Quarantine;
 use ringshard::fs::{self, File, OpenOptions};
+use ringshard::{Builder, DriverType, Runtime};
+
+/// Whether `RINGSHARD_TEST_DRIVERS` keeps io_uring (valgrind runs epoll only).
+fn uring_kept() -> bool {
+    let only = std::env::var("RINGSHARD_TEST_DRIVERS").unwrap_or_default();
+    only.is_empty() || only.split(',').any(|keep| keep == "uring")
+}
+
+/// Sets `RINGSHARD_URING_TUNE` until dropped (the tests that use it hold
+/// the serial lock, and the runtime reads it when its shards start).
+struct Tune;
+
+impl Tune {
+    fn set(spec: &str) -> Tune {
+        std::env::set_var("RINGSHARD_URING_TUNE", spec);
+        Tune
+    }
+}
+
+impl Drop for Tune {
+    fn drop(&mut self) {
+        std::env::remove_var("RINGSHARD_URING_TUNE");
+    }
+}
+
+/// Runs `body` in every mode: each driver of `common::each_driver` (native
+/// file ops on io_uring, the pool on epoll), then io_uring with its file
+/// ops on the pool, as for opcodes the kernel lacks.
+fn each_mode(body: impl Fn(Builder)) {
+    common::each_driver(&body);
+    if uring_kept() {
+        eprintln!("-- driver IoUring, file ops on the pool");
+        let _tune = Tune::set("file_ops=0");
+        body(Runtime::builder().driver_type(DriverType::IoUring));
+    }
+}
+
+/// Threads of the blocking pool alive in this process (`comm` keeps 15
+/// bytes of the name `ringshard-blocking`).
+fn pool_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "ringshard-block")
+        .count()
+}
+
+/// Waits (bounded) until earlier runtimes' pool threads have exited.
+fn no_pool_threads() -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool_threads() > 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
 
 /// A fresh directory for one test run.
 fn scratch(name: &str) -> PathBuf {
@@ -25,7 +90,7 @@ fn pattern(i: usize) -> u8 {
 #[test]
 fn every_call_round_trips() {
     let _serial = common::serial();
-    common::each_driver(|builder| {
+    each_mode(|builder| {
         let dir = scratch("round-trip");
         let rt = common::runtime(builder, 1);
         rt.block_on(async {
@@ -105,7 +170,7 @@ fn every_call_round_trips() {
 #[test]
 fn random_positional_reads_are_exact() {
     let _serial = common::serial();
-    common::each_driver(|builder| {
+    each_mode(|builder| {
         let dir = scratch("random");
         let path = dir.join("data");
         let data: Vec<u8> = (0..1 << 20).map(pattern).collect();
@@ -142,7 +207,7 @@ fn random_positional_reads_are_exact() {
 #[test]
 fn errors_have_the_kinds_std_gives() {
     let _serial = common::serial();
-    common::each_driver(|builder| {
+    each_mode(|builder| {
         let dir = scratch("errors");
         let rt = common::runtime(builder, 1);
         rt.block_on(async {
@@ -196,11 +261,11 @@ fn errors_have_the_kinds_std_gives() {
 }
 
 /// Opens and reads dropped mid-flight (raced against a timer that fires
-/// at once) leak no fd, and their buffers are not freed under the read.
+/// at once) leak no fd. Broken build that fails it: `leak_late_open`.
 #[test]
 fn dropped_ops_leak_no_fd() {
     let _serial = common::serial();
-    common::each_driver(|builder| {
+    each_mode(|builder| {
         let dir = scratch("dropped");
         let path = dir.join("data");
         std::fs::write(&path, vec![1u8; 1 << 20]).unwrap();
@@ -228,6 +293,7 @@ fn dropped_ops_leak_no_fd() {
 /// The `file_io` example copies a file and verifies the copy, on both drivers.
 #[test]
 fn the_file_io_example_copies_and_verifies() {
+    let _serial = common::serial();
     let dir = scratch("example");
     let source = dir.join("source");
     // Not a multiple of the example's 1 MiB chunk.
@@ -250,4 +316,207 @@ fn the_file_io_example_copies_and_verifies() {
         assert!(std::fs::read(&dest).unwrap() == data);
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every call but the metadata ones is a native op on io_uring: no pool
+/// thread ever starts. With the file ops turned off, the same calls do
+/// start one (so the count can see the pool).
+#[test]
+fn on_io_uring_the_calls_are_native_ops() {
+    let _serial = common::serial();
+    if !uring_kept() {
+        return;
+    }
+    let dir = scratch("native");
+    let calls = |rt: &Runtime| {
+        rt.block_on(async {
+            let path = dir.join("data");
+            let file = File::create(&path).await.unwrap();
+            file.write_all_at(vec![7u8; 10_000], 0).await.0.unwrap();
+            file.write_at(vec![8u8; 10], 10_000).await.0.unwrap();
+            file.sync_all().await.unwrap();
+            file.sync_data().await.unwrap();
+            file.set_len(5_000).await.unwrap();
+            file.close().await.unwrap();
+            let file = File::open(&path).await.unwrap();
+            let (res, buf) = file.read_exact_at(Vec::with_capacity(5_000), 0).await;
+            res.unwrap();
+            assert!(buf.iter().all(|&b| b == 7));
+            assert_eq!(
+                file.read_at(Vec::with_capacity(8), 5_000).await.0.unwrap(),
+                0
+            );
+            file.close().await.unwrap();
+            fs::write(dir.join("small"), b"small").await.unwrap();
+            assert_eq!(fs::read(dir.join("small")).await.unwrap(), b"small");
+            fs::rename(dir.join("small"), dir.join("moved"))
+                .await
+                .unwrap();
+            fs::remove_file(dir.join("moved")).await.unwrap();
+            fs::create_dir_all(dir.join("x/y/z")).await.unwrap();
+            fs::create_dir(dir.join("x/y/z/w")).await.unwrap();
+            fs::remove_dir(dir.join("x/y/z/w")).await.unwrap();
+        });
+        pool_threads()
+    };
+    assert!(no_pool_threads(), "earlier pool threads stay");
+    let rt = common::runtime(Runtime::builder().driver_type(DriverType::IoUring), 1);
+    assert_eq!(calls(&rt), 0, "a call went to the blocking pool");
+    drop(rt);
+    assert!(std::path::Path::new(&dir.join("x/y/z")).is_dir());
+    std::fs::remove_dir_all(dir.join("x")).unwrap();
+    let _tune = Tune::set("file_ops=0");
+    let rt = common::runtime(Runtime::builder().driver_type(DriverType::IoUring), 1);
+    assert!(calls(&rt) > 0, "with file_ops=0 the calls take the pool");
+    drop(rt);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Native reads from a FIFO (which wait for data) dropped in flight: the
+/// kernel never writes into a buffer after its release, and each buffer is
+/// released once. Broken build that fails it: `release_on_drop`.
+#[test]
+fn dropped_native_reads_never_write_released_buffers() {
+    let _serial = common::serial();
+    if !uring_kept() {
+        return;
+    }
+    let dir = scratch("fifo");
+    let fifo = dir.join("fifo");
+    let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    let quarantine = Arc::new(Quarantine::default());
+    for builder in [
+        Runtime::builder().driver_type(DriverType::IoUring),
+        common::one_shot(Runtime::builder().driver_type(DriverType::IoUring)),
+    ] {
+        let rt = common::runtime(builder, 1);
+        let q = quarantine.clone();
+        let fifo = fifo.clone();
+        rt.block_on(async move {
+            // Read and write: opening a FIFO so never blocks.
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .await
+                .unwrap();
+            let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            for _ in 0..20 {
+                let mut read = Box::pin(file.read_at(q.buffer(4096), 0));
+                assert!(common::poll_once(&mut read).await.is_pending());
+                drop(read);
+            }
+            // Data for any read the kernel still has: it lands in the
+            // buffer only while the ring still holds it.
+            std::io::Write::write_all(&mut &writer, &[0x55; 4096]).unwrap();
+            ringshard::sleep(Duration::from_millis(50)).await;
+        });
+        drop(rt);
+    }
+    let (released_once, corrupted) = quarantine.check();
+    assert!(corrupted.is_empty(), "written after release: {corrupted:?}");
+    assert_eq!(released_once, 40, "every buffer released exactly once");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `OpenOptions` takes and refuses what std's does: every combination of
+/// its six switches, on a file that exists and one that does not, gives
+/// the same outcome (and error kind) as `std::fs::OpenOptions`.
+#[test]
+fn open_options_refuse_what_std_refuses() {
+    let _serial = common::serial();
+    each_mode(|builder| {
+        let dir = scratch("options");
+        let rt = common::runtime(builder, 1);
+        rt.block_on(async {
+            for bits in 0u32..64 {
+                for exists in [false, true] {
+                    let set = |n: u32| bits & (1 << n) != 0;
+                    let (ours, theirs) = (
+                        dir.join(format!("ours-{bits}")),
+                        dir.join(format!("std-{bits}")),
+                    );
+                    for path in [&ours, &theirs] {
+                        let _ = std::fs::remove_file(path);
+                        if exists {
+                            std::fs::write(path, b"x").unwrap();
+                        }
+                    }
+                    let ours_result = OpenOptions::new()
+                        .read(set(0))
+                        .write(set(1))
+                        .append(set(2))
+                        .truncate(set(3))
+                        .create(set(4))
+                        .create_new(set(5))
+                        .open(&ours)
+                        .await;
+                    let theirs_result = std::fs::OpenOptions::new()
+                        .read(set(0))
+                        .write(set(1))
+                        .append(set(2))
+                        .truncate(set(3))
+                        .create(set(4))
+                        .create_new(set(5))
+                        .open(&theirs);
+                    let what = format!("switches {bits:06b}, exists {exists}");
+                    match (&ours_result, &theirs_result) {
+                        (Ok(_), Ok(_)) => {
+                            assert_eq!(
+                                std::fs::read(&ours).unwrap(),
+                                std::fs::read(&theirs).unwrap(),
+                                "{what}"
+                            );
+                        }
+                        (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{what}: {a} / {b}"),
+                        _ => panic!("{what}: ours {ours_result:?}, std {theirs_result:?}"),
+                    }
+                }
+            }
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// One `File` (it is `Send`) read and written by tasks on two shards,
+/// each op on the ring of the shard that awaits it.
+#[test]
+fn a_file_serves_two_shards() {
+    let _serial = common::serial();
+    each_mode(|builder| {
+        let dir = scratch("two-shards");
+        let path = dir.join("data");
+        let rt = common::runtime(builder, 2);
+        rt.block_on(async {
+            let file = File::create(&path).await.unwrap();
+            let mut set = ringshard::task::JoinSet::new();
+            for shard in 0..2usize {
+                let file = file.clone();
+                set.spawn_on(ringshard::ShardId::new(shard), move || async move {
+                    for i in 0..50u64 {
+                        let at = (i * 2 + shard as u64) * 4096;
+                        let (res, _) = file.write_all_at(vec![shard as u8 + 1; 4096], at).await;
+                        res.unwrap();
+                    }
+                    ringshard::current_shard()
+                });
+            }
+            let mut shards = Vec::new();
+            while let Some(done) = set.join_next().await {
+                shards.push(done.unwrap().index());
+            }
+            shards.sort();
+            assert_eq!(shards, [0, 1]);
+            file.sync_all().await.unwrap();
+        });
+        drop(rt);
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len(), 100 * 4096);
+        for (i, block) in data.chunks(4096).enumerate() {
+            assert!(block.iter().all(|&b| b == (i % 2) as u8 + 1), "block {i}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
 }

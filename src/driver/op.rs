@@ -33,19 +33,18 @@ pub(crate) enum Direction {
     Write,
 }
 
-/// What every op defines, whatever the backend.
+/// What every op defines, whatever the backend: socket ops (this module)
+/// and the io_uring file ops (`uring/file.rs`).
 pub(crate) trait OpCode: Unpin + 'static {
-    /// What the op waits for on a readiness driver.
-    const DIRECTION: Direction;
-
     /// Whether the op lends the kernel memory (a buffer, an address). One
     /// that lends only its fd may be dropped where it cannot reach its
     /// driver; one that lends memory is leaked there, never freed under
     /// the kernel.
     const LENDS_MEMORY: bool = true;
 
-    /// The socket the op works on.
-    fn fd(&self) -> &SharedFd;
+    /// The socket the op works on; `None` for a file op, which only the
+    /// io_uring driver runs.
+    fn socket(&self) -> Option<&SharedFd>;
 
     /// The op's future was dropped while the kernel has it: its result
     /// will come to [`complete_orphan`](OpCode::complete_orphan).
@@ -71,7 +70,7 @@ pub(crate) trait UringBackend {}
 #[cfg(not(target_os = "linux"))]
 impl<T> UringBackend for T {}
 
-/// An op both backends implement.
+/// A socket op: one both backends implement.
 pub(crate) trait Operation: OpCode + UringBackend + super::poll::op::PollOp {}
 
 impl<T: OpCode + UringBackend + super::poll::op::PollOp> Operation for T {}
@@ -212,10 +211,8 @@ pub(crate) struct Accept {
 }
 
 impl OpCode for Accept {
-    const DIRECTION: Direction = Direction::Read;
-
-    fn fd(&self) -> &SharedFd {
-        &self.fd
+    fn socket(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
 
     /// The connection was accepted after nobody wanted it: close it, so the
@@ -242,10 +239,8 @@ pub(crate) struct Connect {
 }
 
 impl OpCode for Connect {
-    const DIRECTION: Direction = Direction::Write;
-
-    fn fd(&self) -> &SharedFd {
-        &self.fd
+    fn socket(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
 }
 
@@ -288,10 +283,8 @@ impl<B: IoBufMut> Recv<B> {
 }
 
 impl<B: IoBufMut> OpCode for Recv<B> {
-    const DIRECTION: Direction = Direction::Read;
-
-    fn fd(&self) -> &SharedFd {
-        &self.fd
+    fn socket(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
 
     /// A dropped stream read keeps its bytes for the socket's next read.
@@ -337,10 +330,8 @@ impl<B: IoBuf> Send<B> {
 }
 
 impl<B: IoBuf> OpCode for Send<B> {
-    const DIRECTION: Direction = Direction::Write;
-
-    fn fd(&self) -> &SharedFd {
-        &self.fd
+    fn socket(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
 }
 
@@ -399,10 +390,8 @@ impl<B: IoBuf> SendMsg<B> {
 }
 
 impl<B: IoBuf> OpCode for SendMsg<B> {
-    const DIRECTION: Direction = Direction::Write;
-
-    fn fd(&self) -> &SharedFd {
-        &self.fd
+    fn socket(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
 }
 
@@ -454,10 +443,8 @@ impl<B: IoBufMut> RecvMsg<B> {
 }
 
 impl<B: IoBufMut> OpCode for RecvMsg<B> {
-    const DIRECTION: Direction = Direction::Read;
-
-    fn fd(&self) -> &SharedFd {
-        &self.fd
+    fn socket(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
 }
 
@@ -471,17 +458,11 @@ pub(crate) struct Readiness<const WRITE: bool> {
 }
 
 impl<const WRITE: bool> OpCode for Readiness<WRITE> {
-    const DIRECTION: Direction = if WRITE {
-        Direction::Write
-    } else {
-        Direction::Read
-    };
-
     // The broken build for the off-shard drop test treats it like an op
     // that lends memory: leaked with its fd clone, as it once was.
     const LENDS_MEMORY: bool = cfg!(ringshard_broken = "leak_readiness");
 
-    fn fd(&self) -> &SharedFd {
-        &self.fd
+    fn socket(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
 }

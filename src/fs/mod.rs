@@ -3,38 +3,51 @@
 //! [`metadata`], [`remove_file`], [`rename`], [`create_dir`],
 //! [`create_dir_all`], [`remove_dir`]).
 //!
-//! Every call runs today on the runtime's blocking pool (as tokio's `fs`
-//! does), on both drivers: the buffer moves to the pool thread and back
-//! with the result. Native io_uring ops (OPENAT, READ, WRITE, FSYNC, STATX,
-//! ...) are the next step; the API and the cancel contract stay.
+//! On an io_uring shard every call is a native file op (OPENAT, READ,
+//! WRITE, FSYNC, STATX, CLOSE, UNLINKAT, RENAMEAT, MKDIRAT, FTRUNCATE):
+//! the kernel reads and writes the caller's buffer, and a page-cached read
+//! completes without leaving the shard's thread. On the readiness driver,
+//! and for an opcode the kernel lacks (FTRUNCATE before Linux 6.9, say),
+//! the call runs on the runtime's blocking pool, as tokio's `fs` does: the
+//! buffer moves to a pool thread and back. `RINGSHARD_URING_TUNE=file_ops=0`
+//! sends every call to the pool on io_uring too. The metadata calls always
+//! take the pool: they return `std::fs::Metadata`, which only std can make.
 //!
 //! # Cancel safety
 //!
-//! Dropping any of these futures never frees memory an op still uses and
-//! never leaks an fd: the pool thread owns the buffer (and a reference to
-//! the file) until the syscall returns; whatever nobody awaits any more is
-//! then dropped, on the pool thread or the shard's (an opened file is
-//! closed). An op dropped before a pool thread took it is skipped; one
-//! dropped after runs to its end, so a dropped write may or may not have
+//! Dropping any of these futures never frees memory the kernel may still
+//! write and never leaks an fd. Natively, the op (its buffer, its path, a
+//! reference to the file) stays with the ring until its completion, and a
+//! late open closes the fd it got; on the pool, the thread owns them until
+//! the syscall returns, and an op dropped before a thread took it is
+//! skipped. Whatever nobody awaits any more is then dropped. A file op
+//! the kernel started runs to its end: a dropped write may or may not have
 //! been made.
 //!
-//! If the OS refuses to start even one pool thread, calls that return only
-//! an `io::Result` fail with an error; the owned-buffer ones panic (their
-//! buffer went with the job).
+//! On the pool path, if the OS refuses to start even one pool thread,
+//! calls that return only an `io::Result` fail with an error; the
+//! owned-buffer ones panic (their buffer went with the job).
 //!
 //! Errors have the `io::ErrorKind`s std gives (`NotFound` for a missing
-//! file or directory, `InvalidInput` for a path with a NUL byte, ...).
+//! file or directory, `InvalidInput` for a path with a NUL byte or an
+//! offset beyond `i64::MAX`, ...). On a pipe or another stream, `pos` is
+//! ignored natively (as io_uring does) and an `ESPIPE` error on the pool.
+
+mod pool;
+#[cfg(target_os = "linux")]
+mod uring;
 
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
-use crate::task::blocking::run;
+#[cfg(target_os = "linux")]
+use crate::driver::uring::file::FileOpKind as Kind;
 
 /// An open file. Its methods take `&self` (positional I/O has no cursor),
-/// so one `File` serves many tasks; it is `Send` and `Sync`.
+/// so one `File` serves many tasks; it is `Send` and `Sync`, and any shard
+/// may use it (each op runs on the ring of the shard that awaits it).
 ///
 /// ```
 /// # let rt = ringshard::Runtime::builder().worker_threads(1).build()?;
@@ -64,10 +77,17 @@ pub struct File {
     std: Arc<std::fs::File>,
 }
 
-/// How to open a file, as `std::fs::OpenOptions`.
+/// How to open a file, with `std::fs::OpenOptions`'s rules (the same
+/// combinations are refused with `InvalidInput`).
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
-    std: std::fs::OpenOptions,
+    read: bool,
+    write: bool,
+    append: bool,
+    truncate: bool,
+    create: bool,
+    create_new: bool,
+    mode: u32,
 }
 
 impl Default for OpenOptions {
@@ -80,61 +100,122 @@ impl OpenOptions {
     /// No access at all yet: set `read`, `write` or `append`.
     pub fn new() -> OpenOptions {
         OpenOptions {
-            std: std::fs::OpenOptions::new(),
+            read: false,
+            write: false,
+            append: false,
+            truncate: false,
+            create: false,
+            create_new: false,
+            mode: 0o666,
         }
     }
 
     /// Open for reading.
     pub fn read(&mut self, read: bool) -> &mut OpenOptions {
-        self.std.read(read);
+        self.read = read;
         self
     }
 
     /// Open for writing.
     pub fn write(&mut self, write: bool) -> &mut OpenOptions {
-        self.std.write(write);
+        self.write = write;
         self
     }
 
     /// Open for appending. With it, Linux puts every write at the end of
     /// the file, so `write_at`'s `pos` is ignored (`pwrite(2)`, BUGS).
     pub fn append(&mut self, append: bool) -> &mut OpenOptions {
-        self.std.append(append);
+        self.append = append;
         self
     }
 
     /// Truncate to 0 bytes on opening.
     pub fn truncate(&mut self, truncate: bool) -> &mut OpenOptions {
-        self.std.truncate(truncate);
+        self.truncate = truncate;
         self
     }
 
     /// Create the file if it does not exist.
     pub fn create(&mut self, create: bool) -> &mut OpenOptions {
-        self.std.create(create);
+        self.create = create;
         self
     }
 
     /// Create the file, failing with `AlreadyExists` if it exists.
     pub fn create_new(&mut self, create_new: bool) -> &mut OpenOptions {
-        self.std.create_new(create_new);
+        self.create_new = create_new;
         self
     }
 
-    /// The permission bits of a file this creates (before the umask).
+    /// The permission bits of a file this creates (before the umask);
+    /// 0o666 unless set.
     pub fn mode(&mut self, mode: u32) -> &mut OpenOptions {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut self.std, mode);
+        self.mode = mode;
         self
+    }
+
+    /// The `open(2)` flags, refusing what std refuses.
+    #[cfg(target_os = "linux")]
+    fn flags(&self) -> io::Result<libc::c_int> {
+        let refused = |what| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
+        let access = match (self.read, self.write, self.append) {
+            (true, false, false) => libc::O_RDONLY,
+            (false, true, false) => libc::O_WRONLY,
+            (true, true, false) => libc::O_RDWR,
+            (false, _, true) => libc::O_WRONLY | libc::O_APPEND,
+            (true, _, true) => libc::O_RDWR | libc::O_APPEND,
+            (false, false, false) => {
+                return refused("must specify at least one of read, write, or append access")
+            }
+        };
+        let creates = self.create || self.create_new || self.truncate;
+        match (self.write, self.append) {
+            (false, false) if creates => {
+                return refused("creating or truncating a file requires write or append access")
+            }
+            (_, true) if self.truncate && !self.create_new => {
+                return refused("creating or truncating a file requires write or append access")
+            }
+            _ => {}
+        }
+        let creation = match (self.create, self.truncate, self.create_new) {
+            (_, _, true) => libc::O_CREAT | libc::O_EXCL,
+            (true, true, false) => libc::O_CREAT | libc::O_TRUNC,
+            (true, false, false) => libc::O_CREAT,
+            (false, true, false) => libc::O_TRUNC,
+            (false, false, false) => 0,
+        };
+        Ok(access | creation)
+    }
+
+    /// The same options for std (the pool's way).
+    fn to_std(&self) -> std::fs::OpenOptions {
+        let mut std = std::fs::OpenOptions::new();
+        std.read(self.read)
+            .write(self.write)
+            .append(self.append)
+            .truncate(self.truncate)
+            .create(self.create)
+            .create_new(self.create_new);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut std, self.mode);
+        std
     }
 
     /// Opens `path` with these options.
     ///
     /// # Cancel safety
     ///
-    /// A dropped open leaks no fd (see the [module](self)).
+    /// A dropped open leaks no fd (see the [module](self)); with `create`
+    /// or `truncate`, the file may or may not have been created or
+    /// truncated.
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
-        let (options, path) = (self.std.clone(), owned(path));
-        let std = run(move || options.open(path)).await??;
+        let path = path.as_ref();
+        #[cfg(target_os = "linux")]
+        if uring::native(Kind::OpenAt) {
+            let std = uring::open(path, self.flags()?, self.mode).await?;
+            return Ok(File { std: Arc::new(std) });
+        }
+        let std = pool::open(self.to_std(), path.to_path_buf()).await?;
         Ok(File { std: Arc::new(std) })
     }
 }
@@ -170,22 +251,17 @@ impl File {
     ///
     /// # Cancel safety
     ///
-    /// See the [module](self): the buffer is freed only after the read.
-    pub async fn read_at<B: IoBufMut + Send>(&self, mut buf: B, pos: u64) -> BufResult<usize, B> {
-        let file = self.std.clone();
-        run(move || {
-            let (ptr, len) = (buf.write_ptr(), buf.bytes_total());
-            // SAFETY: `ptr` has `len` writable bytes, kept alive by `buf`
-            // (moved here); a raw pointer, as the bytes may be uninitialized.
-            let result = unsafe { pread(&file, ptr, len, pos) };
-            if let Ok(n) = result {
-                // SAFETY: the kernel wrote `n` bytes from index 0.
-                unsafe { buf.set_init(n) };
-            }
-            (result, buf)
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{error}"))
+    /// See the [module](self): the buffer is freed only after the kernel
+    /// is done with it; what a dropped read read is lost with it.
+    pub async fn read_at<B: IoBufMut + Send>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(error) = offset(pos, 0) {
+            return (Err(error), buf);
+        }
+        #[cfg(target_os = "linux")]
+        if uring::native(Kind::Read) {
+            return uring::read_at(&self.std, buf, 0, pos).await;
+        }
+        pool::read_at(self.std.clone(), buf, pos).await
     }
 
     /// Reads until `buf` is full (its capacity), from offset `pos`; fails
@@ -195,45 +271,15 @@ impl File {
     /// # Cancel safety
     ///
     /// As for [`read_at`](File::read_at).
-    pub async fn read_exact_at<B: IoBufMut + Send>(
-        &self,
-        mut buf: B,
-        pos: u64,
-    ) -> BufResult<usize, B> {
-        let file = self.std.clone();
-        run(move || {
-            let total = buf.bytes_total();
-            let ptr = buf.write_ptr();
-            let mut done = 0;
-            let result = loop {
-                if done == total {
-                    break Ok(total);
-                }
-                let Some(at) = pos.checked_add(done as u64) else {
-                    break Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "offset overflow",
-                    ));
-                };
-                // SAFETY: as in `read_at`; `done < total`, inside the buffer.
-                match unsafe { pread(&file, ptr.add(done), total - done, at) } {
-                    Ok(0) => {
-                        break Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("the file ended after {done} of {total} bytes"),
-                        ))
-                    }
-                    Ok(n) => done += n,
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Err(error) => break Err(error),
-                }
-            };
-            // SAFETY: the first `done` bytes were written by the reads.
-            unsafe { buf.set_init(done) };
-            (result, buf)
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{error}"))
+    pub async fn read_exact_at<B: IoBufMut + Send>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(error) = offset(pos, 0) {
+            return (Err(error), buf);
+        }
+        #[cfg(target_os = "linux")]
+        if uring::native(Kind::Read) {
+            return uring::read_exact_at(&self.std, buf, pos).await;
+        }
+        pool::read_exact_at(self.std.clone(), buf, pos).await
     }
 
     /// Writes some of `buf`'s initialized bytes at offset `pos`; returns
@@ -243,15 +289,14 @@ impl File {
     ///
     /// See the [module](self): a dropped write may or may not be made.
     pub async fn write_at<B: IoBuf + Send>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
-        let file = self.std.clone();
-        run(move || {
-            // SAFETY: `buf` has `bytes_init` initialized bytes at `read_ptr`.
-            let src = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-            let result = file.write_at(src, pos);
-            (result, buf)
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{error}"))
+        if let Err(error) = offset(pos, 0) {
+            return (Err(error), buf);
+        }
+        #[cfg(target_os = "linux")]
+        if uring::native(Kind::Write) {
+            return uring::write_at(&self.std, buf, 0, pos).await;
+        }
+        pool::write_at(self.std.clone(), buf, pos).await
     }
 
     /// Writes all of `buf`'s initialized bytes at offset `pos`.
@@ -260,15 +305,14 @@ impl File {
     ///
     /// As for [`write_at`](File::write_at): some prefix may be written.
     pub async fn write_all_at<B: IoBuf + Send>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
-        let file = self.std.clone();
-        run(move || {
-            // SAFETY: as in `write_at`.
-            let src = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-            let result = file.write_all_at(src, pos).map(|()| src.len());
-            (result, buf)
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{error}"))
+        if let Err(error) = offset(pos, 0) {
+            return (Err(error), buf);
+        }
+        #[cfg(target_os = "linux")]
+        if uring::native(Kind::Write) {
+            return uring::write_all_at(&self.std, buf, pos).await;
+        }
+        pool::write_all_at(self.std.clone(), buf, pos).await
     }
 
     /// Flushes data and metadata to the device (`fsync`).
@@ -277,7 +321,11 @@ impl File {
     ///
     /// A dropped sync may or may not have run; nothing is lost or leaked.
     pub async fn sync_all(&self) -> io::Result<()> {
-        self.on_pool(move |f| f.sync_all()).await
+        #[cfg(target_os = "linux")]
+        if uring::native(Kind::Fsync) {
+            return uring::sync(&self.std, false).await;
+        }
+        pool::with_file(self.std.clone(), |f| f.sync_all()).await
     }
 
     /// Flushes data, and only the metadata needed to read it (`fdatasync`).
@@ -286,25 +334,35 @@ impl File {
     ///
     /// A dropped sync may or may not have run; nothing is lost or leaked.
     pub async fn sync_data(&self) -> io::Result<()> {
-        self.on_pool(move |f| f.sync_data()).await
+        #[cfg(target_os = "linux")]
+        if uring::native(Kind::Fsync) {
+            return uring::sync(&self.std, true).await;
+        }
+        pool::with_file(self.std.clone(), |f| f.sync_data()).await
     }
 
-    /// The file's metadata.
+    /// The file's metadata (on the blocking pool: see the [module](self)).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
     pub async fn metadata(&self) -> io::Result<std::fs::Metadata> {
-        self.on_pool(move |f| f.metadata()).await
+        pool::with_file(self.std.clone(), |f| f.metadata()).await
     }
 
-    /// Truncates or extends the file to `size` bytes.
+    /// Truncates or extends the file to `size` bytes (`InvalidInput`
+    /// beyond `i64::MAX`).
     ///
     /// # Cancel safety
     ///
     /// A dropped call may or may not have changed the length.
     pub async fn set_len(&self, size: u64) -> io::Result<()> {
-        self.on_pool(move |f| f.set_len(size)).await
+        offset(size, 0)?;
+        #[cfg(target_os = "linux")]
+        if uring::native(Kind::Ftruncate) {
+            return uring::set_len(&self.std, size).await;
+        }
+        pool::with_file(self.std.clone(), move |f| f.set_len(size)).await
     }
 
     /// Closes the file and reports the close's error, if it is the last
@@ -314,36 +372,17 @@ impl File {
     ///
     /// # Cancel safety
     ///
-    /// Dropped, the file still closes (on the pool thread, or with the last handle); only the close's error is lost.
+    /// Dropped, the file still closes (by the kernel, on the pool thread,
+    /// or with the last handle); only the close's error is lost.
     pub async fn close(self) -> io::Result<()> {
-        match Arc::try_unwrap(self.std) {
-            Ok(file) => {
-                run(move || {
-                    let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
-                    // SAFETY: we own `fd` (taken from the File) and close it once.
-                    if unsafe { libc::close(fd) } == 0 {
-                        return Ok(());
-                    }
-                    match io::Error::last_os_error() {
-                        // On Linux the fd is closed even then.
-                        error if error.kind() == io::ErrorKind::Interrupted => Ok(()),
-                        error => Err(error),
-                    }
-                })
-                .await?
-            }
-            Err(_) => Ok(()),
+        let Ok(file) = Arc::try_unwrap(self.std) else {
+            return Ok(());
+        };
+        #[cfg(target_os = "linux")]
+        if uring::native(Kind::Close) {
+            return uring::close(file).await;
         }
-    }
-
-    /// Runs `f` with the file on the blocking pool.
-    async fn on_pool<T, F>(&self, f: F) -> io::Result<T>
-    where
-        F: FnOnce(&std::fs::File) -> io::Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let file = self.std.clone();
-        run(move || f(&file)).await?
+        pool::close(file).await
     }
 
     /// std's view of the file, for calls this API lacks.
@@ -352,32 +391,27 @@ impl File {
     }
 }
 
-/// `pread(2)` into raw memory.
-///
-/// # Safety
-///
-/// `dst` must be valid for writes of `len` bytes.
-unsafe fn pread(file: &std::fs::File, dst: *mut u8, len: usize, pos: u64) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let Ok(offset) = libc::off_t::try_from(pos) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "offset beyond off_t",
-        ));
-    };
-    // The kernel takes at most isize::MAX bytes; it returns short reads.
-    let len = len.min(isize::MAX as usize);
-    // SAFETY: forwarded from this function's contract.
-    let n = unsafe { libc::pread(file.as_raw_fd(), dst.cast(), len, offset) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+/// `pos + done` as a file offset the kernel takes: at most `i64::MAX`
+/// (io_uring reads `-1` as "the file's position"); `InvalidInput` beyond.
+fn offset(pos: u64, done: usize) -> io::Result<u64> {
+    pos.checked_add(done as u64)
+        .filter(|&at| at <= i64::MAX as u64)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "file offset beyond i64::MAX"))
 }
 
-fn owned(path: impl AsRef<Path>) -> PathBuf {
-    path.as_ref().to_path_buf()
+fn unexpected_eof(done: usize, total: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the file ended after {done} of {total} bytes"),
+    )
+}
+
+/// A failed `close`'s result: on Linux the fd is closed even after `EINTR`.
+fn closed(error: io::Error) -> io::Result<()> {
+    match error.kind() {
+        io::ErrorKind::Interrupted => Ok(()),
+        _ => Err(error),
+    }
 }
 
 /// The whole contents of the file at `path`.
@@ -386,8 +420,13 @@ fn owned(path: impl AsRef<Path>) -> PathBuf {
 ///
 /// Cancel safe: it only reads; the file is closed either way.
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
-    let path = owned(path);
-    run(move || std::fs::read(path)).await?
+    let path = path.as_ref();
+    #[cfg(target_os = "linux")]
+    if uring::native_all(&[Kind::OpenAt, Kind::Read]) {
+        return uring::read(path).await;
+    }
+    let path = path.to_path_buf();
+    pool::path_call(move || std::fs::read(path)).await
 }
 
 /// Writes `contents` to the file at `path`, creating or truncating it.
@@ -396,18 +435,24 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
 ///
 /// A dropped write may or may not have created or (partly) written the file.
 pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
-    let (path, contents) = (owned(path), contents.as_ref().to_vec());
-    run(move || std::fs::write(path, contents)).await?
+    let (path, contents) = (path.as_ref(), contents.as_ref().to_vec());
+    #[cfg(target_os = "linux")]
+    if uring::native_all(&[Kind::OpenAt, Kind::Write]) {
+        return uring::write(path, contents).await;
+    }
+    let path = path.to_path_buf();
+    pool::path_call(move || std::fs::write(path, contents)).await
 }
 
-/// The metadata of `path`, following symlinks.
+/// The metadata of `path`, following symlinks (on the blocking pool: see
+/// the [module](self)).
 ///
 /// # Cancel safety
 ///
 /// Cancel safe: it only reads.
 pub async fn metadata(path: impl AsRef<Path>) -> io::Result<std::fs::Metadata> {
-    let path = owned(path);
-    run(move || std::fs::metadata(path)).await?
+    let path = path.as_ref().to_path_buf();
+    pool::path_call(move || std::fs::metadata(path)).await
 }
 
 /// Removes the file at `path`.
@@ -416,8 +461,13 @@ pub async fn metadata(path: impl AsRef<Path>) -> io::Result<std::fs::Metadata> {
 ///
 /// A dropped call may or may not have removed the file.
 pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
-    let path = owned(path);
-    run(move || std::fs::remove_file(path)).await?
+    let path = path.as_ref();
+    #[cfg(target_os = "linux")]
+    if uring::native(Kind::UnlinkAt) {
+        return uring::unlink(path, 0).await;
+    }
+    let path = path.to_path_buf();
+    pool::path_call(move || std::fs::remove_file(path)).await
 }
 
 /// Renames `from` to `to`, replacing `to` if it exists.
@@ -426,8 +476,13 @@ pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
 ///
 /// A dropped call may or may not have renamed (a rename itself is atomic).
 pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
-    let (from, to) = (owned(from), owned(to));
-    run(move || std::fs::rename(from, to)).await?
+    let (from, to) = (from.as_ref(), to.as_ref());
+    #[cfg(target_os = "linux")]
+    if uring::native(Kind::RenameAt) {
+        return uring::rename(from, to).await;
+    }
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    pool::path_call(move || std::fs::rename(from, to)).await
 }
 
 /// Creates the directory `path` (its parent must exist).
@@ -436,8 +491,13 @@ pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<
 ///
 /// A dropped call may or may not have created the directory.
 pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
-    let path = owned(path);
-    run(move || std::fs::create_dir(path)).await?
+    let path = path.as_ref();
+    #[cfg(target_os = "linux")]
+    if uring::native(Kind::MkDirAt) {
+        return uring::create_dir(path).await;
+    }
+    let path = path.to_path_buf();
+    pool::path_call(move || std::fs::create_dir(path)).await
 }
 
 /// Creates `path` and every missing parent.
@@ -446,8 +506,13 @@ pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
 ///
 /// A dropped call may have created some of the directories.
 pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
-    let path = owned(path);
-    run(move || std::fs::create_dir_all(path)).await?
+    let path = path.as_ref();
+    #[cfg(target_os = "linux")]
+    if uring::native_all(&[Kind::MkDirAt, Kind::Statx]) {
+        return uring::create_dir_all(path).await;
+    }
+    let path = path.to_path_buf();
+    pool::path_call(move || std::fs::create_dir_all(path)).await
 }
 
 /// Removes the empty directory `path`.
@@ -456,6 +521,11 @@ pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
 ///
 /// A dropped call may or may not have removed the directory.
 pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
-    let path = owned(path);
-    run(move || std::fs::remove_dir(path)).await?
+    let path = path.as_ref();
+    #[cfg(target_os = "linux")]
+    if uring::native(Kind::UnlinkAt) {
+        return uring::unlink(path, libc::AT_REMOVEDIR).await;
+    }
+    let path = path.to_path_buf();
+    pool::path_call(move || std::fs::remove_dir(path)).await
 }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod canary;
 pub mod proxy;
 
 /// The echo server loop of the network tests (shared with the soak).

@@ -14,6 +14,9 @@ use crate::driver::op::{
 
 /// Makes the op's syscall once, without blocking.
 pub(crate) trait PollOp {
+    /// The readiness the op waits for.
+    const DIRECTION: Direction;
+
     fn syscall(&mut self) -> io::Result<usize>;
 
     /// Whether a result of `n` shows the socket has nothing more for this
@@ -36,6 +39,8 @@ fn check(result: isize) -> io::Result<usize> {
 }
 
 impl PollOp for Accept {
+    const DIRECTION: Direction = Direction::Read;
+
     fn syscall(&mut self) -> io::Result<usize> {
         self.addr.reset_len();
         let addr = self.addr.as_mut_ptr();
@@ -69,6 +74,8 @@ impl PollOp for Accept {
 }
 
 impl PollOp for Connect {
+    const DIRECTION: Direction = Direction::Write;
+
     fn syscall(&mut self) -> io::Result<usize> {
         if self.started {
             // The connect was in progress and the socket turned writable:
@@ -112,6 +119,8 @@ impl PollOp for Connect {
 }
 
 impl<B: IoBufMut> PollOp for Recv<B> {
+    const DIRECTION: Direction = Direction::Read;
+
     fn syscall(&mut self) -> io::Result<usize> {
         let (ptr, len) = self.target();
         // SAFETY: `ptr` has `len` writable bytes (see `Recv::target`).
@@ -124,6 +133,8 @@ impl<B: IoBufMut> PollOp for Recv<B> {
 }
 
 impl<B: IoBuf> PollOp for Send<B> {
+    const DIRECTION: Direction = Direction::Write;
+
     fn syscall(&mut self) -> io::Result<usize> {
         let (ptr, len) = self.source();
         // SAFETY: `ptr` has `len` initialized bytes (see `Send::source`).
@@ -136,6 +147,8 @@ impl<B: IoBuf> PollOp for Send<B> {
 }
 
 impl<B: IoBuf> PollOp for SendMsg<B> {
+    const DIRECTION: Direction = Direction::Write;
+
     fn syscall(&mut self) -> io::Result<usize> {
         // SAFETY: the message points into memory the op owns.
         check(unsafe { libc::sendmsg(self.fd.raw(), self.msg(), libc::MSG_NOSIGNAL) })
@@ -143,6 +156,8 @@ impl<B: IoBuf> PollOp for SendMsg<B> {
 }
 
 impl<B: IoBufMut> PollOp for RecvMsg<B> {
+    const DIRECTION: Direction = Direction::Read;
+
     fn syscall(&mut self) -> io::Result<usize> {
         // SAFETY: the message points into memory the op owns.
         check(unsafe { libc::recvmsg(self.fd.raw(), self.msg(), 0) })
@@ -154,6 +169,12 @@ impl<B: IoBufMut> PollOp for RecvMsg<B> {
 /// [`PollDriver::would_block`] before waiting, so a readiness seen before
 /// that syscall cannot complete the wait.)
 impl<const WRITE: bool> PollOp for Readiness<WRITE> {
+    const DIRECTION: Direction = if WRITE {
+        Direction::Write
+    } else {
+        Direction::Read
+    };
+
     fn syscall(&mut self) -> io::Result<usize> {
         Ok(0)
     }
@@ -216,7 +237,13 @@ pub(crate) fn poll<T: Operation>(
     cx: &mut Context<'_>,
 ) -> Poll<(io::Result<usize>, T)> {
     if let State::Idle(op) = state {
-        let token = token_of(driver, uid, op.fd());
+        let token = match op.socket() {
+            Some(fd) => token_of(driver, uid, fd),
+            None => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the readiness driver runs socket ops only",
+            )),
+        };
         let State::Idle(op) = std::mem::replace(state, State::Done) else {
             unreachable!("matched above")
         };

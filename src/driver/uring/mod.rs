@@ -24,6 +24,7 @@
 //! freed memory is not. The eventfd read buffer follows the same rule.
 
 mod accept;
+pub(crate) mod file;
 pub(crate) mod op;
 mod recv;
 mod wake;
@@ -125,6 +126,9 @@ pub(crate) struct Tuning {
     /// Parked shards are woken with `IORING_OP_MSG_RING` from the waking
     /// shard's ring, when both are uring shards (see `wake.rs`).
     pub(crate) msg_ring: bool,
+    /// `fs` runs its calls as native file ops where the kernel has the
+    /// opcode (`file.rs`), not on the blocking pool.
+    pub(crate) file_ops: bool,
 }
 
 impl Default for Tuning {
@@ -135,6 +139,7 @@ impl Default for Tuning {
             multishot_recv: true,
             multishot_accept: true,
             msg_ring: true,
+            file_ops: true,
         }
     }
 }
@@ -158,7 +163,8 @@ impl Tuning {
                     io::ErrorKind::InvalidInput,
                     format!(
                         "RINGSHARD_URING_TUNE: {item:?} is not one of setup=0|1|2, direct_send=0|1|2, \
-                         multishot_recv=0|1, multishot_accept=0|1, msg_ring=0|1"
+                         multishot_recv=0|1, multishot_accept=0|1, msg_ring=0|1, \
+                         file_ops=0|1"
                     ),
                 )
             };
@@ -176,6 +182,7 @@ impl Tuning {
                 "multishot_recv" => tuning.multishot_recv = switch()?,
                 "multishot_accept" => tuning.multishot_accept = switch()?,
                 "msg_ring" => tuning.msg_ring = switch()?,
+                "file_ops" => tuning.file_ops = switch()?,
                 _ => return Err(bad()),
             }
         }
@@ -215,6 +222,8 @@ pub(crate) struct UringDriver {
     failing: u32,
     /// The features this kernel lacks, which the driver runs without.
     pub(crate) features_off: Vec<&'static str>,
+    /// The file opcodes `fs` may submit here.
+    pub(crate) file_ops: file::FileOps,
     /// Tests: the next `submit_queued` fails as if the kernel refused.
     #[cfg(test)]
     fail_next_submit: bool,
@@ -281,6 +290,7 @@ impl UringDriver {
             logged_errors: Vec::new(),
             failing: 0,
             features_off,
+            file_ops: file::FileOps::probed(&probe, tuning.file_ops),
             #[cfg(test)]
             fail_next_submit: false,
             #[cfg(test)]

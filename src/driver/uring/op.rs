@@ -9,9 +9,8 @@ use io_uring::{opcode, squeue, types};
 use super::{OpKey, UringDriver};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context;
-use crate::driver::op::{
-    Accept, Connect, OpCode, Operation, Readiness, Recv, RecvMsg, Send, SendMsg, State,
-};
+use crate::driver::fd::SharedFd;
+use crate::driver::op::{Accept, Connect, OpCode, Readiness, Recv, RecvMsg, Send, SendMsg, State};
 use crate::driver::{Driver, Orphan};
 
 /// Builds the op's SQE. Its pointers point into heap memory the op owns, so
@@ -32,15 +31,15 @@ impl<T: OpCode> Orphan for T {
     }
 }
 
-fn fd(op: &impl OpCode) -> types::Fd {
-    types::Fd(op.fd().raw())
+fn fd(socket: &SharedFd) -> types::Fd {
+    types::Fd(socket.raw())
 }
 
 impl UringOp for Accept {
     fn sqe(&mut self) -> squeue::Entry {
         self.addr.reset_len();
         let addr = self.addr.as_mut_ptr();
-        opcode::Accept::new(fd(self), addr, &mut self.addr.len)
+        opcode::Accept::new(fd(&self.fd), addr, &mut self.addr.len)
             .flags(libc::SOCK_CLOEXEC)
             .build()
     }
@@ -48,21 +47,21 @@ impl UringOp for Accept {
 
 impl UringOp for Connect {
     fn sqe(&mut self) -> squeue::Entry {
-        opcode::Connect::new(fd(self), self.addr.as_ptr().cast(), self.addr.len()).build()
+        opcode::Connect::new(fd(&self.fd), self.addr.as_ptr().cast(), self.addr.len()).build()
     }
 }
 
 impl<B: IoBufMut> UringOp for Recv<B> {
     fn sqe(&mut self) -> squeue::Entry {
         let (ptr, len) = self.target();
-        opcode::Recv::new(fd(self), ptr, len as u32).build()
+        opcode::Recv::new(fd(&self.fd), ptr, len as u32).build()
     }
 }
 
 impl<B: IoBuf> UringOp for Send<B> {
     fn sqe(&mut self) -> squeue::Entry {
         let (ptr, len) = self.source();
-        opcode::Send::new(fd(self), ptr, len as u32)
+        opcode::Send::new(fd(&self.fd), ptr, len as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
     }
@@ -86,7 +85,7 @@ impl<B: IoBuf> UringOp for Send<B> {
 
 impl<B: IoBuf> UringOp for SendMsg<B> {
     fn sqe(&mut self) -> squeue::Entry {
-        opcode::SendMsg::new(fd(self), self.msg())
+        opcode::SendMsg::new(fd(&self.fd), self.msg())
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
     }
@@ -119,7 +118,7 @@ fn sent_now(sent: isize) -> Option<io::Result<usize>> {
 
 impl<B: IoBufMut> UringOp for RecvMsg<B> {
     fn sqe(&mut self) -> squeue::Entry {
-        opcode::RecvMsg::new(fd(self), self.msg()).build()
+        opcode::RecvMsg::new(fd(&self.fd), self.msg()).build()
     }
 }
 
@@ -132,7 +131,7 @@ impl<const WRITE: bool> UringOp for Readiness<WRITE> {
         } else {
             libc::POLLIN | libc::POLLRDHUP
         };
-        opcode::PollAdd::new(fd(self), mask as u32).build()
+        opcode::PollAdd::new(fd(&self.fd), mask as u32).build()
     }
 }
 
@@ -140,7 +139,7 @@ impl<const WRITE: bool> UringOp for Readiness<WRITE> {
 /// submitter either way, but with `O_NONBLOCK` a retry the kernel punts to
 /// its worker threads completes with `EAGAIN` (or a connect with
 /// `EINPROGRESS`) instead of waiting.
-fn make_blocking(fd: &crate::driver::fd::SharedFd) -> io::Result<()> {
+fn make_blocking(fd: &SharedFd) -> io::Result<()> {
     if fd.is_blocking() {
         return Ok(());
     }
@@ -163,7 +162,7 @@ pub(crate) fn to_result(result: i32) -> io::Result<usize> {
 }
 
 /// Submits the op on its first poll, then waits for its CQE.
-pub(crate) fn poll<T: Operation>(
+pub(crate) fn poll<T: OpCode + UringOp>(
     uring: &mut UringDriver,
     uid: u64,
     state: &mut State<T>,
@@ -173,7 +172,7 @@ pub(crate) fn poll<T: Operation>(
         let State::Idle(mut op) = std::mem::replace(state, State::Done) else {
             unreachable!("checked above")
         };
-        if let Err(error) = make_blocking(op.fd()) {
+        if let Some(Err(error)) = op.socket().map(make_blocking) {
             return Poll::Ready((Err(error), op));
         }
         // Never ahead of queued SQEs: one may be a dropped send on this
@@ -218,7 +217,7 @@ pub(crate) fn poll<T: Operation>(
 
 /// The op's future was dropped in flight: its resources go to the slab until
 /// the CQE, and the op is cancelled.
-pub(crate) fn abandon<T: Operation>(uid: u64, key: OpKey, op: T) {
+pub(crate) fn abandon<T: OpCode>(uid: u64, key: OpKey, op: T) {
     // Deliberately broken build for the cancel tests: free the resources at
     // once and send no cancel, as a careless runtime would.
     #[cfg(ringshard_broken = "release_on_drop")]
@@ -251,8 +250,8 @@ pub(crate) fn abandon<T: Operation>(uid: u64, key: OpKey, op: T) {
     // one the socket is going away, and a shutdown ends the poll the
     // kernel may still hold on it, so the peer sees the close now.
     if !T::LENDS_MEMORY {
-        if op.fd().is_last() {
-            let _ = socket2::SockRef::from(op.fd()).shutdown(std::net::Shutdown::Both);
+        if let Some(fd) = op.socket().filter(|fd| fd.is_last()) {
+            let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Both);
         }
         return drop(op);
     }
