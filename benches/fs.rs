@@ -1,12 +1,22 @@
-//! Random 4 KiB positional reads from a page-cached 64 MiB file, 32 in
-//! flight, one thread: ringshard's `fs::File::read_at` (one shard), tokio's
-//! way to read at an offset (std's `read_at` in `spawn_blocking`, on a
-//! `current_thread` runtime) and monoio's `File::read_at` (io_uring),
-//! alternating rounds. Reports reads per second, medians and spreads.
+//! Files on one thread, ringshard (one shard) beside tokio (`current_thread`)
+//! and monoio (io_uring), alternating rounds; medians, spreads and ratios.
+//!
+//! * `reads`: random 4 KiB positional reads from a page-cached 64 MiB file,
+//!   32 in flight: ringshard's `fs::File::read_exact_at`, tokio's way to
+//!   read at an offset (std's `read_exact_at` in `spawn_blocking`) and
+//!   monoio's `File::read_exact_at`. Reads per second.
+//! * `writes`: a new 256 MiB file written as sequential 1 MiB writes, one at
+//!   a time, then `sync_all`: ringshard's and monoio's `write_all_at`,
+//!   tokio's `fs::File::write_all`. MiB per second, the sync included.
 //!
 //! ```sh
-//! taskset -c 0,1 cargo bench --bench fs -- --rounds 7 --reads 200000
+//! taskset -c 0,1 cargo bench --bench fs -- --rounds 7 --reads 200000 [--workload reads|writes|both]
 //! ```
+//!
+//! `--only ringshard|tokio|monoio` runs one runtime (the others print `NaN`),
+//! so `valgrind --tool=callgrind` or `perf stat` counts just its work: the
+//! difference of two runs with different `--reads`, divided by the
+//! difference in reads, is its cost per read.
 //!
 //! Run without `--bench` it makes one short pass.
 
@@ -20,56 +30,103 @@ const FILE_SIZE: u64 = 64 << 20;
 const READ: usize = 4096;
 const IN_FLIGHT: usize = 32;
 
+/// Sequential writes: 256 MiB as 1 MiB writes, one at a time, then `sync_all`.
+const WRITE_TOTAL: usize = 256 << 20;
+const WRITE: usize = 1 << 20;
+
+const KINDS: [&str; 3] = ["ringshard", "tokio", "monoio"];
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
     let value = |name: &str| support::flag::<usize>(&args, name);
     let rounds = value("--rounds").unwrap_or(if full { 5 } else { 1 });
     let reads = value("--reads").unwrap_or(if full { 200_000 } else { 5_000 });
-    let path = std::env::temp_dir().join(format!("ringshard-fs-bench-{}", std::process::id()));
-    let data: Vec<u8> = (0..FILE_SIZE).map(|i| (i % 251) as u8).collect();
-    std::fs::write(&path, &data).expect("write the file");
-    drop(data);
-    // Page it in.
-    let _ = std::fs::read(&path).expect("read the file");
-    println!(
-        "random {READ}-byte reads of a cached {} MiB file, {IN_FLIGHT} in flight, {reads} per round, {rounds} rounds",
-        FILE_SIZE >> 20
-    );
-    let kinds = ["ringshard", "tokio", "monoio"];
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
-    for round in 0..rounds {
-        for k in 0..kinds.len() {
-            let k = (k + round) % kinds.len();
-            let took = match kinds[k] {
+    let workload = support::flag_text(&args, "--workload").unwrap_or("both");
+    // One runtime only (for callgrind and perf stat, which count a process).
+    let only = support::flag_text(&args, "--only");
+    let dir = std::env::temp_dir();
+    if workload != "writes" {
+        let path = dir.join(format!("ringshard-fs-bench-{}", std::process::id()));
+        let data: Vec<u8> = (0..FILE_SIZE).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write the file");
+        drop(data);
+        // Page it in.
+        let _ = std::fs::read(&path).expect("read the file");
+        println!(
+            "random {READ}-byte reads of a cached {} MiB file, {IN_FLIGHT} in flight, {reads} per round, {rounds} rounds",
+            FILE_SIZE >> 20
+        );
+        compare(rounds, only, "reads/s", |kind| {
+            let took = match kind {
                 "ringshard" => ringshard_reads(&path, reads),
                 "tokio" => tokio_reads(&path, reads),
                 _ => monoio_reads(&path, reads),
             };
-            results[k].push(reads as f64 / took.as_secs_f64());
+            reads as f64 / took.as_secs_f64()
+        });
+        let _ = std::fs::remove_file(&path);
+    }
+    if workload != "reads" {
+        // Sequential writes are short in a quick pass.
+        let total = if full { WRITE_TOTAL } else { 16 << 20 };
+        println!(
+            "sequential {} MiB writes of a new {} MiB file, then sync_all, {rounds} rounds",
+            WRITE >> 20,
+            total >> 20
+        );
+        let path = dir.join(format!("ringshard-fs-bench-w-{}", std::process::id()));
+        compare(rounds, only, "MiB/s", |kind| {
+            let _ = std::fs::remove_file(&path);
+            let took = match kind {
+                "ringshard" => ringshard_writes(&path, total),
+                "tokio" => tokio_writes(&path, total),
+                _ => monoio_writes(&path, total),
+            };
+            let written = std::fs::read(&path).expect("read back");
+            assert!(
+                written.len() == total
+                    && written
+                        .chunks(WRITE)
+                        .enumerate()
+                        .all(|(i, c)| c[0] == i as u8)
+            );
+            (total >> 20) as f64 / took.as_secs_f64()
+        });
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Runs `measure` for every runtime in each round (the order rotating),
+/// then prints medians, spreads and ringshard's ratios to the others.
+fn compare(rounds: usize, only: Option<&str>, unit: &str, mut measure: impl FnMut(&str) -> f64) {
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
+    for round in 0..rounds {
+        for k in 0..KINDS.len() {
+            let k = (k + round) % KINDS.len();
+            results[k].push(match only {
+                Some(kind) if kind != KINDS[k] => f64::NAN,
+                _ => measure(KINDS[k]),
+            });
         }
     }
-    for (k, kind) in kinds.iter().enumerate() {
+    for (k, kind) in KINDS.iter().enumerate() {
         let mut r = results[k].clone();
         r.sort_by(f64::total_cmp);
         println!(
-            "  {kind:>9}: {:>9.0} reads/s (rounds {:.0}..{:.0})",
+            "  {kind:>9}: {:>9.0} {unit} (rounds {:.0}..{:.0})",
             r[r.len() / 2],
             r[0],
             r[r.len() - 1]
         );
     }
-    let ratio = |a: usize, b: usize| {
-        let mut r: Vec<f64> = results[a]
+    for (b, name) in [(1, "tokio"), (2, "monoio")] {
+        let mut r: Vec<f64> = results[0]
             .iter()
             .zip(&results[b])
             .map(|(x, y)| x / y)
             .collect();
         r.sort_by(f64::total_cmp);
-        r
-    };
-    for (b, name) in [(1, "tokio"), (2, "monoio")] {
-        let r = ratio(0, b);
         println!(
             "  ringshard/{name}: median {:.2} (rounds {})",
             r[r.len() / 2],
@@ -79,7 +136,68 @@ fn main() {
                 .join(" ")
         );
     }
-    let _ = std::fs::remove_file(&path);
+}
+
+/// The `i`th 1 MiB chunk: every byte `i` (the check reads its first).
+fn chunk(i: usize) -> Vec<u8> {
+    vec![i as u8; WRITE]
+}
+
+fn ringshard_writes(path: &std::path::Path, total: usize) -> Duration {
+    let rt = ringshard::Runtime::builder()
+        .worker_threads(1)
+        .pin_threads(false)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let chunks: Vec<Vec<u8>> = (0..total / WRITE).map(chunk).collect();
+        let started = Instant::now();
+        let file = ringshard::fs::File::create(path).await.unwrap();
+        for (i, buf) in chunks.into_iter().enumerate() {
+            let (res, _) = file.write_all_at(buf, (i * WRITE) as u64).await;
+            res.unwrap();
+        }
+        file.sync_all().await.unwrap();
+        file.close().await.unwrap();
+        started.elapsed()
+    })
+}
+
+fn tokio_writes(path: &std::path::Path, total: usize) -> Duration {
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let chunks: Vec<Vec<u8>> = (0..total / WRITE).map(chunk).collect();
+        let started = Instant::now();
+        let mut file = tokio::fs::File::create(path).await.unwrap();
+        for buf in chunks {
+            file.write_all(&buf).await.unwrap();
+        }
+        file.sync_all().await.unwrap();
+        drop(file);
+        started.elapsed()
+    })
+}
+
+fn monoio_writes(path: &std::path::Path, total: usize) -> Duration {
+    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .build()
+        .expect("monoio runtime");
+    rt.block_on(async {
+        let chunks: Vec<Vec<u8>> = (0..total / WRITE).map(chunk).collect();
+        let started = Instant::now();
+        let file = monoio::fs::File::create(path).await.unwrap();
+        for (i, buf) in chunks.into_iter().enumerate() {
+            let (res, _) = file.write_all_at(buf, (i * WRITE) as u64).await;
+            res.unwrap();
+        }
+        file.sync_all().await.unwrap();
+        file.close().await.unwrap();
+        started.elapsed()
+    })
 }
 
 /// The offsets every runtime reads, the same sequence for all.

@@ -278,6 +278,14 @@ fn dropped_ops_leak_no_fd() {
                 let _ = ringshard::timeout(Duration::ZERO, File::open(&path)).await;
                 let _ =
                     ringshard::timeout(Duration::ZERO, file.read_at(vec![0u8; 1 << 16], 0)).await;
+                // Started (submitted, or taken by the pool), then dropped
+                // before its completion was reaped.
+                let mut open = Box::pin(File::open(&path));
+                let _ = common::poll_once(&mut open).await;
+                drop(open);
+                let mut read = Box::pin(file.read_at(vec![0u8; 1 << 16], 0));
+                let _ = common::poll_once(&mut read).await;
+                drop(read);
             }
             drop(file);
             // Let the pool finish what it took.

@@ -142,33 +142,37 @@ impl<T: OpCode + UringOp> Future for FileOp<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let state = &mut self.get_mut().state;
-        let polled = context::with_current_driver(|uid, driver| match driver {
-            Driver::Uring(uring) => Some(super::op::poll(uring, uid, state, cx)),
+        context::with_current_driver(|uid, driver| match driver {
+            Driver::Uring(uring) => super::op::poll(uring, uid, state, cx),
             #[allow(unreachable_patterns, reason = "one backend on some targets")]
-            _ => None,
+            _ => not_on_a_ring(state),
         })
-        .flatten();
-        if let Some(poll) = polled {
-            return poll;
-        }
-        match std::mem::replace(state, State::Done) {
-            State::Idle(op) => Poll::Ready((
-                Err(io::Error::other(
-                    "a native file op must run on an io_uring shard",
-                )),
-                op,
+        .unwrap_or_else(|| not_on_a_ring(state))
+    }
+}
+
+/// A file op polled where no ring is: an error if it has not started; if
+/// it is in flight (on another thread's ring), it keeps waiting.
+fn not_on_a_ring<T>(state: &mut State<T>) -> Poll<(io::Result<usize>, T)> {
+    match std::mem::replace(state, State::Done) {
+        State::Idle(op) => Poll::Ready((
+            Err(io::Error::other(
+                "a native file op must run on an io_uring shard",
             )),
-            // In flight and polled where its ring is not: keep waiting.
-            other => {
-                *state = other;
-                Poll::Pending
-            }
+            op,
+        )),
+        other => {
+            *state = other;
+            Poll::Pending
         }
     }
 }
 
 impl<T: OpCode + UringOp> Drop for FileOp<T> {
     fn drop(&mut self) {
+        if !matches!(self.state, State::Uring { .. }) {
+            return;
+        }
         if let State::Uring { uid, key, op } = std::mem::replace(&mut self.state, State::Done) {
             super::op::abandon(uid, key, op);
         }

@@ -18,6 +18,10 @@ use crate::driver::{Driver, Orphan};
 pub(crate) trait UringOp {
     fn sqe(&mut self) -> squeue::Entry;
 
+    /// Whether [`try_now`](UringOp::try_now) may make the op without the
+    /// ring (so the submit path asks whether it should).
+    const TRIES_NOW: bool = false;
+
     /// Makes the op now with a non-blocking syscall, when that is cheaper
     /// than a trip through the ring; `None` means submit it instead.
     fn try_now(&mut self) -> Option<io::Result<usize>> {
@@ -66,6 +70,8 @@ impl<B: IoBuf> UringOp for Send<B> {
             .build()
     }
 
+    const TRIES_NOW: bool = true;
+
     /// A socket almost always has room for a send: one `send` syscall is
     /// cheaper than an SQE, its CQE and another turn of the shard's loop.
     fn try_now(&mut self) -> Option<io::Result<usize>> {
@@ -89,6 +95,8 @@ impl<B: IoBuf> UringOp for SendMsg<B> {
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
     }
+
+    const TRIES_NOW: bool = true;
 
     /// As for [`Send`].
     fn try_now(&mut self) -> Option<io::Result<usize>> {
@@ -177,7 +185,8 @@ pub(crate) fn poll<T: OpCode + UringOp>(
         }
         // Never ahead of queued SQEs: one may be a dropped send on this
         // socket (with its cancel), whose bytes must not come after ours.
-        let direct = uring.submission_empty()
+        let direct = T::TRIES_NOW
+            && uring.submission_empty()
             && match uring.tuning.direct_send {
                 0 => false,
                 1 => true,
