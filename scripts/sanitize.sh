@@ -32,7 +32,7 @@ if [[ "$what" == all || "$what" == valgrind ]]; then
     # Tests that assert CPU time or latency cannot hold at valgrind's speed;
     # these check bytes, errors and ends (binary, or binary:name filter;
     # net_echo's 256-connection test would take most of an hour).
-    for test in net_eof net_faults net_bad_input net_echo:udp net_echo:unix compat_io compat_hyper:server_and_client; do
+    for test in net_eof net_faults net_bad_input net_echo:udp net_echo:unix compat_io compat_hyper:server_and_client fs; do
         name="${test%%:*}"
         filter="${test#*:}"
         [[ "$filter" == "$test" ]] && filter=""

@@ -24,21 +24,50 @@ fn uring_kept() -> bool {
     only.is_empty() || only.split(',').any(|keep| keep == "uring")
 }
 
-/// Sets `RINGSHARD_URING_TUNE` until dropped (the tests that use it hold
-/// the serial lock, and the runtime reads it when its shards start).
-struct Tune;
+/// Adds `spec` to `RINGSHARD_URING_TUNE` until dropped, then puts back
+/// what was there (the tests that use it hold the serial lock, and a
+/// runtime reads it when its shards start).
+struct Tune(Option<std::ffi::OsString>);
 
 impl Tune {
     fn set(spec: &str) -> Tune {
-        std::env::set_var("RINGSHARD_URING_TUNE", spec);
-        Tune
+        let old = std::env::var_os("RINGSHARD_URING_TUNE");
+        let new = match old.as_ref().and_then(|o| o.to_str()) {
+            Some(o) if !o.is_empty() => format!("{o},{spec}"),
+            _ => spec.to_string(),
+        };
+        std::env::set_var("RINGSHARD_URING_TUNE", new);
+        Tune(old)
     }
 }
 
 impl Drop for Tune {
     fn drop(&mut self) {
-        std::env::remove_var("RINGSHARD_URING_TUNE");
+        match self.0.take() {
+            Some(old) => std::env::set_var("RINGSHARD_URING_TUNE", old),
+            None => std::env::remove_var("RINGSHARD_URING_TUNE"),
+        }
     }
+}
+
+/// Whether the kernel has IORING_OP_FTRUNCATE (Linux 6.9).
+fn kernel_has_ftruncate() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 9)
+}
+
+/// A fresh FIFO at `dir/name`.
+fn fifo(dir: &std::path::Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    path
 }
 
 /// Runs `body` in every mode: each driver of `common::each_driver` (native
@@ -274,7 +303,7 @@ fn dropped_ops_leak_no_fd() {
         let with_runtime = common::fd_count();
         rt.block_on(async {
             let file = File::open(&path).await.unwrap();
-            for _ in 0..200 {
+            for _ in 0..100 {
                 let _ = ringshard::timeout(Duration::ZERO, File::open(&path)).await;
                 let _ =
                     ringshard::timeout(Duration::ZERO, file.read_at(vec![0u8; 1 << 16], 0)).await;
@@ -286,6 +315,17 @@ fn dropped_ops_leak_no_fd() {
                 let mut read = Box::pin(file.read_at(vec![0u8; 1 << 16], 0));
                 let _ = common::poll_once(&mut read).await;
                 drop(read);
+                // Started, completed (the shard reaped the result), never
+                // polled again, then dropped.
+                let mut open = Box::pin(File::open(&path));
+                let _ = common::poll_once(&mut open).await;
+                ringshard::sleep(Duration::from_millis(1)).await;
+                drop(open);
+                // A close dropped in flight still closes.
+                let extra = File::open(&path).await.unwrap();
+                let mut close = Box::pin(extra.close());
+                let _ = common::poll_once(&mut close).await;
+                drop(close);
             }
             drop(file);
             // Let the pool finish what it took.
@@ -344,7 +384,17 @@ fn on_io_uring_the_calls_are_native_ops() {
             file.write_at(vec![8u8; 10], 10_000).await.0.unwrap();
             file.sync_all().await.unwrap();
             file.sync_data().await.unwrap();
-            file.set_len(5_000).await.unwrap();
+            if kernel_has_ftruncate() {
+                file.set_len(5_000).await.unwrap();
+            } else {
+                file.write_all_at(vec![8u8; 0], 0).await.0.unwrap();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(5_000)
+                    .unwrap();
+            }
             file.close().await.unwrap();
             let file = File::open(&path).await.unwrap();
             let (res, buf) = file.read_exact_at(Vec::with_capacity(5_000), 0).await;
@@ -471,11 +521,22 @@ fn open_options_refuse_what_std_refuses() {
                         .open(&theirs);
                     let what = format!("switches {bits:06b}, exists {exists}");
                     match (&ours_result, &theirs_result) {
-                        (Ok(_), Ok(_)) => {
+                        (Ok(a), Ok(b)) => {
                             assert_eq!(
                                 std::fs::read(&ours).unwrap(),
                                 std::fs::read(&theirs).unwrap(),
                                 "{what}"
+                            );
+                            use std::os::fd::AsRawFd;
+                            let mode = |fd: std::os::fd::RawFd| {
+                                // SAFETY: F_GETFL on an open fd.
+                                let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+                                flags & (libc::O_ACCMODE | libc::O_APPEND)
+                            };
+                            assert_eq!(
+                                mode(a.as_std().as_raw_fd()),
+                                mode(b.as_raw_fd()),
+                                "{what}: access mode and append"
                             );
                         }
                         (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{what}: {a} / {b}"),
@@ -525,6 +586,114 @@ fn a_file_serves_two_shards() {
         for (i, block) in data.chunks(4096).enumerate() {
             assert!(block.iter().all(|&b| b == (i % 2) as u8 + 1), "block {i}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// Reads and writes that the kernel splits (a FIFO gives what it has)
+/// continue where they stopped: `read_exact_at` fills the buffer in order
+/// across short reads, `write_all_at` sends every byte in order.
+#[test]
+fn continued_reads_and_writes_pick_up_where_they_stopped() {
+    let _serial = common::serial();
+    if !uring_kept() {
+        return;
+    }
+    let dir = scratch("continued");
+    let path = fifo(&dir, "fifo");
+    let rt = common::runtime(Runtime::builder().driver_type(DriverType::IoUring), 1);
+    rt.block_on(async {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .await
+            .unwrap();
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let feeder = std::thread::spawn(move || {
+            for half in 0..2u8 {
+                std::thread::sleep(Duration::from_millis(20));
+                let bytes: Vec<u8> = (0..100).map(|i| half * 100 + i).collect();
+                std::io::Write::write_all(&mut &writer, &bytes).unwrap();
+            }
+        });
+        let (res, buf) = file.read_exact_at(Vec::with_capacity(200), 0).await;
+        assert_eq!(res.unwrap(), 200);
+        assert_eq!(buf, (0..200).map(|i| i as u8).collect::<Vec<_>>());
+        feeder.join().unwrap();
+
+        // 1 MiB through a 64 KiB pipe, drained by a reader thread.
+        let reader = std::fs::OpenOptions::new().read(true).open(&path).unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut chunk = vec![0u8; 10_000];
+            while got.len() < 1 << 20 {
+                let n = std::io::Read::read(&mut &reader, &mut chunk).unwrap();
+                got.extend_from_slice(&chunk[..n]);
+            }
+            got
+        });
+        let data: Vec<u8> = (0..1 << 20).map(pattern).collect();
+        let (res, _) = file.write_all_at(data.clone(), 0).await;
+        assert_eq!(res.unwrap(), data.len());
+        assert!(drain.join().unwrap() == data, "every byte, in order");
+    });
+    drop(rt);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Offsets beyond `i64::MAX` are `InvalidInput` for every positional
+/// call (io_uring would read `u64::MAX` as "the file position").
+#[test]
+fn offsets_beyond_i64_max_are_invalid_input() {
+    let _serial = common::serial();
+    each_mode(|builder| {
+        let dir = scratch("offsets");
+        let rt = common::runtime(builder, 1);
+        rt.block_on(async {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .open(dir.join("data"))
+                .await
+                .unwrap();
+            let beyond = i64::MAX as u64 + 1;
+            for pos in [beyond, u64::MAX] {
+                let kind = |r: std::io::Result<usize>| r.unwrap_err().kind();
+                assert_eq!(
+                    kind(file.read_at(Vec::with_capacity(8), pos).await.0),
+                    ErrorKind::InvalidInput
+                );
+                assert_eq!(
+                    kind(file.read_exact_at(Vec::with_capacity(8), pos).await.0),
+                    ErrorKind::InvalidInput
+                );
+                assert_eq!(
+                    kind(file.write_at(b"x".to_vec(), pos).await.0),
+                    ErrorKind::InvalidInput
+                );
+                assert_eq!(
+                    kind(file.write_all_at(b"x".to_vec(), pos).await.0),
+                    ErrorKind::InvalidInput
+                );
+                assert_eq!(
+                    file.set_len(pos).await.unwrap_err().kind(),
+                    ErrorKind::InvalidInput
+                );
+            }
+            // At the edge: the kernel's own error, not a panic.
+            assert!(file
+                .write_all_at(b"xy".to_vec(), i64::MAX as u64)
+                .await
+                .0
+                .is_err());
+            assert_eq!(
+                file.metadata().await.unwrap().len(),
+                0,
+                "nothing was written"
+            );
+        });
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }

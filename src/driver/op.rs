@@ -36,10 +36,12 @@ pub(crate) enum Direction {
 /// What every op defines, whatever the backend: socket ops (this module)
 /// and the io_uring file ops (`uring/file.rs`).
 pub(crate) trait OpCode: Unpin + 'static {
-    /// Whether the op lends the kernel memory (a buffer, an address). One
-    /// that lends only its fd may be dropped where it cannot reach its
-    /// driver; one that lends memory is leaked there, never freed under
-    /// the kernel.
+    /// Whether the op must be leaked, never dropped, where it cannot reach
+    /// its driver: it lends the kernel memory (a buffer, an address), or
+    /// its fd lives only as long as the op (a file op's `Arc<File>`: its
+    /// drop could close the fd while the SQE waits in the queue). Only a
+    /// socket op that lends nothing but a `SharedFd` clone (whose close is
+    /// deferred to the driver) may say `false`.
     const LENDS_MEMORY: bool = true;
 
     /// The socket the op works on; `None` for a file op, which only the

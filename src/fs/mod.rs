@@ -28,6 +28,10 @@
 //! calls that return only an `io::Result` fail with an error; the
 //! owned-buffer ones panic (their buffer went with the job).
 //!
+//! A `File` is `Send`; the futures of its calls are not (like every I/O
+//! future of ringshard, they belong to the shard whose ring runs them):
+//! await them in the task that makes them, on any shard.
+//!
 //! Errors have the `io::ErrorKind`s std gives (`NotFound` for a missing
 //! file or directory, `InvalidInput` for a path with a NUL byte or an
 //! offset beyond `i64::MAX`, ...). On a pipe or another stream, `pos` is

@@ -21,13 +21,20 @@ pub(super) fn native_all(kinds: &[Kind]) -> bool {
 }
 
 pub(super) async fn open(path: &Path, flags: libc::c_int, mode: u32) -> io::Result<std::fs::File> {
-    let op = OpenAt {
+    let mut op = OpenAt {
         path: c_path(path)?,
-        flags,
+        // As std's `open64`: files past 2 GiB on 32-bit targets too.
+        flags: flags | libc::O_LARGEFILE,
         mode: mode as libc::mode_t,
     };
-    let (result, _) = FileOp::new(op).await;
-    result.map(OpenAt::opened)
+    loop {
+        let (result, back) = FileOp::new(op).await;
+        match result {
+            // As std: an open interrupted by a signal is made again.
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => op = back,
+            result => return result.map(OpenAt::opened),
+        }
+    }
 }
 
 /// Reads into `buf[filled..capacity]` from `pos`; the buffer's length
@@ -142,12 +149,14 @@ pub(super) async fn set_len(file: &Arc<std::fs::File>, len: u64) -> io::Result<(
 }
 
 pub(super) async fn close(file: std::fs::File) -> io::Result<()> {
-    let op = Close {
-        fd: Some(OwnedFd::from(file)),
+    let (result, op) = FileOp::new(Close::new(OwnedFd::from(file))).await;
+    let result = match result {
+        Ok(_) => 0,
+        Err(error) => -error.raw_os_error().unwrap_or(libc::EIO),
     };
-    match FileOp::new(op).await.0 {
-        Ok(_) => Ok(()),
-        Err(error) => super::closed(error),
+    match op.cancelled(result) {
+        0 => Ok(()),
+        errno => super::closed(io::Error::from_raw_os_error(-errno)),
     }
 }
 
@@ -180,7 +189,8 @@ pub(super) async fn read(path: &Path) -> io::Result<Vec<u8>> {
             Err(error) => return Err(error),
         }
     }
-    close_or_drop(file).await?;
+    // As std's `fs::read`: the close's error is not the call's.
+    let _ = close_or_drop(file).await;
     Ok(buf)
 }
 
@@ -189,7 +199,9 @@ pub(super) async fn write(path: &Path, contents: Vec<u8>) -> io::Result<()> {
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
     let file = Arc::new(open(path, flags, 0o666).await?);
     write_all_at(&file, contents, 0).await.0?;
-    close_or_drop(file).await
+    // As std's `fs::write`: the close's error is not the call's.
+    let _ = close_or_drop(file).await;
+    Ok(())
 }
 
 /// Closes `file` with CLOSE (reporting its error), or by dropping it where

@@ -409,22 +409,61 @@ impl UringOp for Statx {
     }
 }
 
-/// `close(fd)`. The fd moves to the kernel when the SQE is built: from then
-/// on it is closed whatever happens to the future; unsubmitted, the op
-/// closes it when dropped.
+/// `close(fd)`. The fd moves to the kernel when the SQE is built;
+/// unsubmitted, the op closes it when dropped. A close the kernel sends
+/// to its workers (files with a `flush`: NFS, FUSE) can be cancelled
+/// before it runs, by the drop of its future or by shutdown: its result is
+/// then `ECANCELED` and the fd is still open, so it is closed here with
+/// `close(2)` ([`Close::cancelled`]), never leaked.
 pub(crate) struct Close {
     pub(crate) fd: Option<OwnedFd>,
+    /// The fd number the SQE carries.
+    raw: RawFd,
+}
+
+impl Close {
+    pub(crate) fn new(fd: OwnedFd) -> Close {
+        Close {
+            raw: fd.as_raw_fd(),
+            fd: Some(fd),
+        }
+    }
+
+    /// The kernel's result `result` said the close was cancelled before
+    /// it ran: close the fd now. Returns the result the caller reports.
+    pub(crate) fn cancelled(&self, result: i32) -> i32 {
+        if result != -libc::ECANCELED || self.fd.is_some() {
+            return result;
+        }
+        // SAFETY: the cancelled close left `raw` open, and it is ours:
+        // the SQE took it from the `OwnedFd`, and nothing else closes it.
+        if unsafe { libc::close(self.raw) } == 0 {
+            0
+        } else {
+            -io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        }
+    }
 }
 
 impl OpCode for Close {
     fn socket(&self) -> Option<&SharedFd> {
         None
     }
+
+    fn complete_orphan(self, result: i32)
+    where
+        Self: Sized,
+    {
+        self.cancelled(result);
+    }
 }
 
 impl UringOp for Close {
     fn sqe(&mut self) -> squeue::Entry {
         let fd = self.fd.take().map_or(-1, IntoRawFd::into_raw_fd);
+        debug_assert_eq!(fd, self.raw);
         opcode::Close::new(types::Fd(fd)).build()
     }
 }
