@@ -19,6 +19,8 @@
 ///   the `else` handler runs; without `else` that is a panic.
 /// - Handlers run in the enclosing function: `return`, `?`, `break` and
 ///   `continue` act there.
+/// - `else` alone is its handler's value. A future expression may borrow
+///   a temporary (`() = &mut std::future::ready(()) => ..`).
 /// - Up to 32 branches. A pattern's bindings may not be `mut` or `ref`
 ///   (bind, then `let mut v = v;` in the handler).
 ///
@@ -65,6 +67,10 @@ macro_rules! select {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __select {
+    // `else` alone: it is the value (as in tokio).
+    (@parse $biased:tt [] $is:tt $vs:tt ; else => $else:expr $(,)?) => {
+        $else
+    };
     // `else`, last.
     (@parse $biased:tt $done:tt $is:tt $vs:tt ; else => $else:expr $(,)?) => {
         $crate::__select!(@gen $biased $done ($else))
@@ -124,8 +130,12 @@ macro_rules! __select {
             }
         )+
         let __out = {
+            // A tuple expression directly in a `let`: temporaries its
+            // futures borrow (`&mut std::future::ready(())`) live to the
+            // end of this block, as tokio's `select!` lets them.
+            let __raw = ($($f,)+);
             let mut __futures = ::core::pin::pin!((
-                $(::core::future::IntoFuture::into_future($f),)+
+                $(::core::future::IntoFuture::into_future(__raw.$i),)+
             ));
             let __start: u32 = if $biased { 0 } else { $crate::__private::random_below(__COUNT) };
             ::core::future::poll_fn(|__cx| {

@@ -25,6 +25,7 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
         state: AtomicU8::new(0),
         value: SharedCell::new(None),
         rx_waker: AtomicWaker::new(),
+        tx_waker: AtomicWaker::new(),
     });
     (
         Sender {
@@ -54,6 +55,9 @@ struct Inner<T> {
     /// before its `VALUE`.
     value: SharedCell<Option<T>>,
     rx_waker: AtomicWaker,
+    /// The sender waiting in [`Sender::closed`], woken when the receiver
+    /// closes or goes.
+    tx_waker: AtomicWaker,
 }
 
 // SAFETY: `value` is touched by one side at a time, as the state bits say
@@ -90,6 +94,33 @@ impl<T> Sender<T> {
         self.inner
             .as_ref()
             .is_some_and(|inner| inner.state.load(Ordering::Acquire) & RX_GONE != 0)
+    }
+
+    /// Waits until the receiver closes or is dropped (tokio's
+    /// `Sender::closed`): a sender can stop working on a value nobody
+    /// will take.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn closed(&mut self) {
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await
+    }
+
+    /// Polls for the receiver's close; `Ready` once it closed or went.
+    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(inner) = self.inner.as_ref() else {
+            return Poll::Ready(());
+        };
+        if inner.state.load(Ordering::Acquire) & RX_GONE != 0 {
+            return Poll::Ready(());
+        }
+        inner.tx_waker.register(cx.waker());
+        // The receiver may have gone before it could see our waker.
+        if inner.state.load(Ordering::Acquire) & RX_GONE != 0 {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 
@@ -150,6 +181,7 @@ impl<T> Receiver<T> {
     /// sent before this can still be taken with `try_recv`.
     pub fn close(&mut self) {
         let state = self.inner.state.fetch_or(RX_GONE, Ordering::AcqRel);
+        self.inner.tx_waker.wake();
         if state & (VALUE | RX_GONE) == 0 {
             self.refused = true;
         }
@@ -179,6 +211,7 @@ impl<T> Future for Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let state = self.inner.state.fetch_or(RX_GONE, Ordering::AcqRel);
+        self.inner.tx_waker.wake();
         if state & VALUE != 0 && !self.refused {
             // SAFETY: the value was sent before any refusal: it is ours, and
             // the sender is done with it.

@@ -38,14 +38,24 @@
 //! - *full*: `seq == tag(n + 1)`: `value` holds number `n`; only the
 //!   consumer touches it, until it advances `received` past `n`.
 //!
+//! # Reservations
+//!
+//! `sent` also counts reservations (`Permit`s), in the bits between the
+//! count and [`CLOSED`]. A claim or a reservation is taken only while
+//! claims ahead of `received` plus reservations are below the capacity,
+//! and a reserved push turns a reservation into a claim in the same CAS:
+//! room is one word's state, so a reserved push always finds its slot and
+//! nobody else can take it. Unused, a reservation is given back.
+//!
 //! # Counters wrap
 //!
-//! `sent` and `received` count modulo 2^(bits - 1) (the top bit of `sent`
-//! is [`CLOSED`]), so on a 32-bit target they wrap after 2^31 values: a
-//! few minutes at full speed. They are only ever compared by their
-//! distance ([`lead`]), which stays below `capacity` for live numbers. A
-//! slot's `seq` holds a count ([`tag`]), so its top bit is clear, and the
-//! two marks, which have it set, never equal a published number.
+//! `sent`'s count and `received` count modulo 2^38 (2^17 on a 32-bit
+//! target, where the capacity is at most 2^13), so they wrap after 2^38
+//! values: hours at full speed (a 32-bit target wraps in well under a
+//! second). They are only ever compared by their distance ([`lead`]),
+//! which stays below `capacity` for live numbers. A slot's `seq` holds a
+//! count ([`tag`]), so its top bits are clear, and the two marks, which
+//! have them set, never equal a published number.
 //!
 //! # Closing
 //!
@@ -75,8 +85,32 @@ const WATCHED: usize = usize::MAX - 1;
 /// The top bit of `sent`: the consumer closed the ring; no more claims.
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
-/// The bits of a count; counts wrap within them.
-const COUNT: usize = CLOSED - 1;
+/// The bits of a count (the low bits of `sent`, and `received`); counts
+/// wrap within them.
+#[cfg(target_pointer_width = "64")]
+const COUNT_BITS: u32 = 38;
+#[cfg(not(target_pointer_width = "64"))]
+const COUNT_BITS: u32 = 17;
+
+const COUNT: usize = (1 << COUNT_BITS) - 1;
+
+/// One reservation (a `Permit`), counted in `sent` between the count and
+/// [`CLOSED`]: a claim, a reservation and a reserved send are each one CAS
+/// of that one word, so room is never counted twice.
+const RESERVED_ONE: usize = 1 << COUNT_BITS;
+
+/// The reservation bits of `sent`.
+const RESERVED: usize = !COUNT & !CLOSED;
+
+/// Reservations held in `sent`.
+fn reserved(sent: usize) -> usize {
+    (sent & RESERVED) >> COUNT_BITS
+}
+
+/// `sent` with its count advanced by one claim, its other bits kept.
+fn claimed(sent: usize) -> usize {
+    (sent & !COUNT) | next(sent)
+}
 
 /// How far count `a` is ahead of count `b`; a count that is behind shows
 /// as a lead above `COUNT / 2`.
@@ -108,8 +142,19 @@ fn tag(n: usize) -> usize {
 /// lines, which adjacent-line prefetchers move together.
 const LINE: usize = 128;
 
-/// The largest capacity: the ring is allocated up front.
+/// The largest capacity: the ring is allocated up front, and the
+/// reservation bits of `sent` must count it.
+#[cfg(target_pointer_width = "64")]
 pub(crate) const MAX_CAPACITY: usize = 1 << 24;
+#[cfg(not(target_pointer_width = "64"))]
+pub(crate) const MAX_CAPACITY: usize = 1 << 13;
+
+/// Why a claim or a reservation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Full,
+    Closed,
+}
 
 /// Why a push gave its value back.
 #[derive(Debug, PartialEq, Eq)]
@@ -266,29 +311,37 @@ impl<T> Ring<T> {
     /// Adds `value`, or gives it back if the ring is full or closed. Any
     /// thread. `Ok(true)`: the consumer had parked on this value.
     pub(crate) fn push(&self, value: T) -> Result<bool, Refused<T>> {
+        match self.take_room(false) {
+            Ok(sent) => Ok(self.publish(sent, value)),
+            Err(Refusal::Full) => Err(Refused::Full(value)),
+            Err(Refusal::Closed) => Err(Refused::Closed(value)),
+        }
+    }
+
+    /// Reserves room for one value, to be sent with
+    /// [`push_reserved`](Ring::push_reserved) or given back with
+    /// [`release_reserved`](Ring::release_reserved). Any thread.
+    pub(crate) fn reserve(&self) -> Result<(), Refusal> {
+        self.take_room(true).map(drop)
+    }
+
+    /// Sends `value` into room [`reserve`](Ring::reserve) took; gives it
+    /// back if the ring was closed since. `Ok(true)`: the consumer had
+    /// parked on this value.
+    pub(crate) fn push_reserved(&self, value: T) -> Result<bool, T> {
         let producers = &*self.producers;
         let mut sent = producers.sent.load(Ordering::Relaxed);
         loop {
             if sent & CLOSED != 0 {
-                return Err(Refused::Closed(value));
+                return Err(value);
             }
-            // A stale `sent` may be behind `seen`: not full, and the CAS
-            // below then fails and reloads it.
-            if ahead_by(sent, producers.seen.load(Ordering::Acquire), self.capacity) {
-                // Full as far as we knew: read what the consumer took.
-                let received = self.received.load(Ordering::Acquire);
-                let _ = producers
-                    .seen
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |seen| {
-                        ahead_by(received, seen, 1).then_some(received)
-                    });
-                if ahead_by(sent, received, self.capacity) {
-                    return Err(Refused::Full(value));
-                }
-            }
+            debug_assert!(reserved(sent) > 0, "a reserved push holds a reservation");
+            // The claim turns our reservation into a number: the room
+            // counted (claims ahead of `received`, plus reservations)
+            // stays the same.
             match producers.sent.compare_exchange_weak(
                 sent,
-                next(sent),
+                claimed(sent) - RESERVED_ONE,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -296,6 +349,81 @@ impl<T> Ring<T> {
                 Err(now) => sent = now,
             }
         }
+        // Claims plus reservations never exceed the capacity (each was
+        // checked against a `received` no newer than the true one), and
+        // ours was one of the reservations: number `sent` is less than
+        // `capacity` ahead of the true `received`. Wait (a few loads at
+        // most) until this thread sees that `received`, so the consumer's
+        // take of the slot's previous value happens before our write.
+        while ahead_by(sent, self.received.load(Ordering::Acquire), self.capacity) {
+            std::hint::spin_loop();
+        }
+        Ok(self.publish(sent, value))
+    }
+
+    /// Gives back a reservation that was not used.
+    pub(crate) fn release_reserved(&self) {
+        let before = self
+            .producers
+            .sent
+            .fetch_sub(RESERVED_ONE, Ordering::Relaxed);
+        debug_assert!(reserved(before) > 0, "a release holds a reservation");
+    }
+
+    /// Room for more values now: the capacity less the values in the ring
+    /// and the reservations.
+    pub(crate) fn free(&self) -> usize {
+        let sent = self.producers.sent.load(Ordering::Acquire);
+        self.capacity
+            .saturating_sub(self.len())
+            .saturating_sub(reserved(sent))
+    }
+
+    /// Claims a number (`reserve == false`) or a reservation, if the room
+    /// counted (claims ahead of `received`, plus reservations) is below
+    /// the capacity; returns `sent` before the claim.
+    fn take_room(&self, reserve: bool) -> Result<usize, Refusal> {
+        let producers = &*self.producers;
+        let mut sent = producers.sent.load(Ordering::Relaxed);
+        loop {
+            if sent & CLOSED != 0 {
+                return Err(Refusal::Closed);
+            }
+            let room = self.capacity.saturating_sub(reserved(sent));
+            // A stale `sent` may be behind `seen`: not full, and the CAS
+            // below then fails and reloads it.
+            if ahead_by(sent, producers.seen.load(Ordering::Acquire), room) {
+                // Full as far as we knew: read what the consumer took.
+                let received = self.received.load(Ordering::Acquire);
+                let _ = producers
+                    .seen
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |seen| {
+                        ahead_by(received, seen, 1).then_some(received)
+                    });
+                if ahead_by(sent, received, room) {
+                    return Err(Refusal::Full);
+                }
+            }
+            let new = if reserve {
+                sent + RESERVED_ONE
+            } else {
+                claimed(sent)
+            };
+            match producers.sent.compare_exchange_weak(
+                sent,
+                new,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(sent),
+                Err(now) => sent = now,
+            }
+        }
+    }
+
+    /// Writes `value` as number `sent` (claimed) and publishes it; whether
+    /// the consumer had parked on it.
+    fn publish(&self, sent: usize, value: T) -> bool {
         let slot = self.slot(sent);
         // SAFETY: we claimed number `sent`, and `sent - received < capacity
         // <= size` (read with Acquire from the consumer's Release, directly
@@ -306,7 +434,7 @@ impl<T> Ring<T> {
         // One locked op both publishes the value and tells whether the
         // consumer parked on it; the caller then wakes it.
         let before = slot.seq.swap(tag(next(sent)), Ordering::AcqRel);
-        Ok(before == PARKED)
+        before == PARKED
     }
 
     /// Marks the slot of the next value as waited on: watched by the
@@ -420,6 +548,36 @@ mod tests {
         // SAFETY: as above.
         let rest: Vec<_> = std::iter::from_fn(|| unsafe { ring.pop() }).collect();
         assert_eq!(rest, [1, 2, 3]);
+    }
+
+    #[test]
+    fn reservations_take_room_and_a_reserved_push_always_finds_it() {
+        let ring = Ring::new(3);
+        ring.reserve().unwrap();
+        ring.reserve().unwrap();
+        ring.push(0).unwrap();
+        assert_eq!(ring.free(), 0);
+        assert_eq!(
+            ring.push(1),
+            Err(Refused::Full(1)),
+            "the reservations own the room"
+        );
+        assert_eq!(ring.reserve(), Err(Refusal::Full));
+        assert_eq!(ring.push_reserved(2), Ok(false));
+        ring.release_reserved();
+        assert_eq!(ring.free(), 1, "a released reservation is room again");
+        ring.push(3).unwrap();
+        // SAFETY: this thread is the only consumer.
+        let got: Vec<_> = std::iter::from_fn(|| unsafe { ring.pop() }).collect();
+        assert_eq!(got, [0, 2, 3]);
+        ring.reserve().unwrap();
+        ring.close();
+        assert_eq!(
+            ring.push_reserved(4),
+            Err(4),
+            "closed since the reservation"
+        );
+        assert_eq!(ring.reserve(), Err(Refusal::Closed));
     }
 
     #[test]
@@ -634,7 +792,7 @@ mod model {
 
     use proptest::prelude::*;
 
-    use super::{Refused, Ring, Wait, COUNT};
+    use super::{Refusal, Refused, Ring, Wait, COUNT};
 
     #[derive(Debug, Clone)]
     enum Step {
@@ -642,6 +800,9 @@ mod model {
         Pop,
         Park { watch: bool },
         Close,
+        Reserve,
+        PushReserved,
+        Release,
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -650,6 +811,9 @@ mod model {
             5 => Just(Step::Pop),
             2 => any::<bool>().prop_map(|watch| Step::Park { watch }),
             1 => Just(Step::Close),
+            2 => Just(Step::Reserve),
+            2 => Just(Step::PushReserved),
+            1 => Just(Step::Release),
         ]
     }
 
@@ -681,13 +845,45 @@ mod model {
             let mut closed = false;
             let mut waiting = Waiting::No;
             let mut beacon = None;
+            // Reservations held (each is one `Permit`).
+            let mut reserved = 0usize;
             for (value, step) in (0u32..).zip(steps) {
+                // A reserved push is a push that cannot be refused as full.
+                let step = match step {
+                    Step::PushReserved if reserved == 0 => Step::Reserve,
+                    Step::Release if reserved == 0 => Step::Reserve,
+                    step => step,
+                };
                 match step {
-                    Step::Push => {
-                        let got = ring.push(value);
+                    Step::Reserve => {
+                        let got = ring.reserve();
+                        if closed {
+                            prop_assert_eq!(got, Err(Refusal::Closed));
+                        } else if model.len() + reserved == capacity {
+                            prop_assert_eq!(got, Err(Refusal::Full));
+                        } else {
+                            prop_assert_eq!(got, Ok(()));
+                            reserved += 1;
+                        }
+                    }
+                    Step::Release => {
+                        ring.release_reserved();
+                        reserved -= 1;
+                    }
+                    Step::PushReserved if closed => {
+                        prop_assert_eq!(ring.push_reserved(value), Err(value));
+                        reserved -= 1;
+                    }
+                    Step::Push | Step::PushReserved => {
+                        let got = if matches!(step, Step::Push) {
+                            ring.push(value)
+                        } else {
+                            reserved -= 1;
+                            ring.push_reserved(value).map_err(Refused::Closed)
+                        };
                         if closed {
                             prop_assert_eq!(got, Err(Refused::Closed(value)));
-                        } else if model.len() == capacity {
+                        } else if matches!(step, Step::Push) && model.len() + reserved == capacity {
                             prop_assert_eq!(got, Err(Refused::Full(value)));
                         } else {
                             let woke = model.is_empty() && waiting == Waiting::Parked;
@@ -736,6 +932,9 @@ mod model {
                     }
                 }
                 prop_assert_eq!(ring.len(), model.len());
+                if !closed {
+                    prop_assert_eq!(ring.free(), capacity - model.len() - reserved);
+                }
                 // SAFETY: as above.
                 prop_assert_eq!(unsafe { ring.finished() }, closed && model.is_empty());
             }

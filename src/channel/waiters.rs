@@ -2,12 +2,16 @@
 //! channel waiting for room.
 //!
 //! Only the slow path locks. `queued` mirrors the number of waiters not yet
-//! notified, so the receiver learns with one load that nobody waits.
+//! notified, so the receiver learns with one load that nobody waits;
+//! `outstanding` counts every entry (queued or notified), so a sender that
+//! is not waiting learns with one load that it must queue behind them.
 //!
 //! A waiter's life: *queued* (in `order`, counted in `queued`) →
 //! *notified* (out of `order`; its task was woken and owns the slot it was
 //! woken for) → removed by its owner. An owner that goes away while notified
 //! passes the notification on, so a wake is never lost to a dropped future.
+//! One that was notified yet found no room (a race with a sender that came
+//! before it queued) queues again at the front: it keeps its turn.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicUsize, Ordering};
@@ -19,6 +23,7 @@ use slab::Slab;
 #[derive(Default)]
 pub(crate) struct Waiters {
     queued: AtomicUsize,
+    outstanding: AtomicUsize,
     list: Mutex<List>,
 }
 
@@ -42,9 +47,19 @@ impl Waiters {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues the caller, or refreshes its waker; re-queues it at the back if
-    /// it was notified but lost the race for the room. Followed by a SeqCst
-    /// fence: the caller must re-check its condition after this.
+    /// Whether any entry is queued or notified: a newcomer waits behind it.
+    pub(crate) fn pending(&self) -> bool {
+        self.outstanding.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether the caller's entry was notified (its turn came).
+    pub(crate) fn notified(&self, key: Option<usize>) -> bool {
+        key.is_some_and(|k| self.lock().slots.get(k).is_some_and(|w| w.notified))
+    }
+
+    /// Queues the caller, or refreshes its waker; re-queues it at the front
+    /// if it was notified but found no room. Followed by a SeqCst fence:
+    /// the caller must re-check its condition after this.
     pub(crate) fn register(&self, key: &mut Option<usize>, waker: &Waker) {
         let mut list = self.lock();
         match *key {
@@ -55,7 +70,7 @@ impl Waiters {
                 }
                 if waiter.notified {
                     waiter.notified = false;
-                    list.order.push_back(k);
+                    list.order.push_front(k);
                 }
             }
             None => {
@@ -68,6 +83,7 @@ impl Waiters {
             }
         }
         self.queued.store(list.order.len(), Ordering::Relaxed);
+        self.outstanding.store(list.slots.len(), Ordering::Relaxed);
         drop(list);
         // Pairs with the fence in `notify_one`: either the notifier sees us
         // queued, or we see the room it made.
@@ -80,6 +96,7 @@ impl Waiters {
         let Some(k) = key.take() else { return };
         let mut list = self.lock();
         let waiter = list.slots.remove(k);
+        self.outstanding.store(list.slots.len(), Ordering::Release);
         if waiter.notified {
             if !used {
                 self.wake_next(list);

@@ -184,6 +184,57 @@ impl CancellationToken {
             key: None,
         }
     }
+
+    /// [`cancelled`](CancellationToken::cancelled) that owns (a clone of)
+    /// the token: a `'static` future.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only removes its waker.
+    pub fn cancelled_owned(self) -> WaitForCancellationOwned {
+        WaitForCancellationOwned {
+            token: self,
+            key: None,
+        }
+    }
+
+    /// Runs `future` to its end, unless the token is cancelled first:
+    /// `Some(output)`, or `None` with `future` dropped. As in tokio-util,
+    /// the cancel is checked first on every poll, so a token already
+    /// cancelled never polls `future` at all.
+    ///
+    /// ```
+    /// use ringshard::sync::CancellationToken;
+    /// # let rt = ringshard::Runtime::builder().worker_threads(1).build()?;
+    /// rt.block_on(async {
+    ///     let token = CancellationToken::new();
+    ///     assert_eq!(token.run_until_cancelled(async { 7 }).await, Some(7));
+    ///     token.cancel();
+    ///     assert_eq!(token.run_until_cancelled(std::future::pending::<u8>()).await, None);
+    /// });
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As `future`'s own: dropping this drops it.
+    pub async fn run_until_cancelled<F: Future>(&self, future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        let mut cancelled = std::pin::pin!(self.cancelled());
+        std::future::poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            future.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+
+    /// A guard that cancels this token when it is dropped (unless
+    /// disarmed): ties a token to a scope.
+    pub fn drop_guard(self) -> DropGuard {
+        DropGuard { token: Some(self) }
+    }
 }
 
 impl Default for CancellationToken {
@@ -220,38 +271,110 @@ pub struct WaitForCancellation<'a> {
     key: Option<usize>,
 }
 
+impl Node {
+    /// A wait for the cancel: `Ready` once cancelled, else `cx`'s waker
+    /// is kept (under `key`) for the cancel to wake.
+    fn poll_cancelled(&self, key: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_cancelled() {
+            *key = None;
+            return Poll::Ready(());
+        }
+        let mut lists = self.lock();
+        // `cancel` sets the flag before it takes the list: checked under the
+        // lock, the flag tells whether our waker will be seen.
+        if self.is_cancelled() {
+            *key = None;
+            return Poll::Ready(());
+        }
+        match key.and_then(|k| lists.waiters.get_mut(k)) {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            Some(waker) => *waker = cx.waker().clone(),
+            None => *key = Some(lists.waiters.insert(cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+
+    /// A wait dropped before the cancel: forget its waker.
+    fn stop_waiting(&self, key: Option<usize>) {
+        if let Some(key) = key {
+            if !self.is_cancelled() {
+                self.lock().waiters.try_remove(key);
+            }
+        }
+    }
+}
+
 impl Future for WaitForCancellation<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if this.node.is_cancelled() {
-            this.key = None;
-            return Poll::Ready(());
-        }
-        let mut lists = this.node.lock();
-        // `cancel` sets the flag before it takes the list: checked under the
-        // lock, the flag tells whether our waker will be seen.
-        if this.node.is_cancelled() {
-            this.key = None;
-            return Poll::Ready(());
-        }
-        match this.key.and_then(|key| lists.waiters.get_mut(key)) {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            Some(waker) => *waker = cx.waker().clone(),
-            None => this.key = Some(lists.waiters.insert(cx.waker().clone())),
-        }
-        Poll::Pending
+        this.node.poll_cancelled(&mut this.key, cx)
     }
 }
 
 impl Drop for WaitForCancellation<'_> {
     fn drop(&mut self) {
-        if let Some(key) = self.key {
-            if !self.node.is_cancelled() {
-                self.node.lock().waiters.try_remove(key);
-            }
+        self.node.stop_waiting(self.key);
+    }
+}
+
+/// The future of [`CancellationToken::cancelled_owned`]: owns its token, so
+/// it is `'static` (it can be moved into a spawned task).
+#[must_use = "futures do nothing unless awaited"]
+pub struct WaitForCancellationOwned {
+    token: CancellationToken,
+    key: Option<usize>,
+}
+
+impl Future for WaitForCancellationOwned {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.token.handle.node.poll_cancelled(&mut this.key, cx)
+    }
+}
+
+impl Drop for WaitForCancellationOwned {
+    fn drop(&mut self) {
+        self.token.handle.node.stop_waiting(self.key);
+    }
+}
+
+impl fmt::Debug for WaitForCancellationOwned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitForCancellationOwned").finish()
+    }
+}
+
+/// Cancels its token when dropped, unless [`disarm`](DropGuard::disarm)ed:
+/// see [`CancellationToken::drop_guard`].
+#[must_use = "dropping the guard at once cancels the token"]
+pub struct DropGuard {
+    token: Option<CancellationToken>,
+}
+
+impl DropGuard {
+    /// Gives the token back without cancelling it.
+    pub fn disarm(mut self) -> CancellationToken {
+        self.token.take().expect("taken only here and in drop")
+    }
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            token.cancel();
         }
+    }
+}
+
+impl fmt::Debug for DropGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DropGuard")
+            .field("armed", &self.token.is_some())
+            .finish()
     }
 }
 

@@ -2,4 +2,6 @@
 
 mod cancellation;
 
-pub use cancellation::{CancellationToken, WaitForCancellation};
+pub use cancellation::{
+    CancellationToken, DropGuard, WaitForCancellation, WaitForCancellationOwned,
+};

@@ -169,4 +169,8 @@ impl AtomicWaker {
             waker.wake();
         }
     }
+
+    pub(crate) fn take(&self) -> Option<std::task::Waker> {
+        self.0.lock().unwrap().take()
+    }
 }

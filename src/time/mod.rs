@@ -312,4 +312,21 @@ impl Interval {
     pub fn reset(&mut self) {
         self.sleep.reset(add(Instant::now(), self.period));
     }
+
+    /// Restarts the schedule from now: the next tick is at once, the ones
+    /// after it a period apart.
+    pub fn reset_immediately(&mut self) {
+        self.sleep.reset(Instant::now());
+    }
+
+    /// Restarts the schedule: the next tick is `after` from now.
+    pub fn reset_after(&mut self, after: Duration) {
+        self.sleep.reset(add(Instant::now(), after));
+    }
+
+    /// Restarts the schedule: the next tick is at `deadline` (at once if
+    /// it has passed), the ones after it a period apart.
+    pub fn reset_at(&mut self, deadline: Instant) {
+        self.sleep.reset(deadline);
+    }
 }

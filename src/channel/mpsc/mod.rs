@@ -33,7 +33,7 @@ use std::task::{Context, Poll};
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 
-use super::ring::{Refused, Ring, Wait, MAX_CAPACITY};
+use super::ring::{Refusal, Refused, Ring, Wait, MAX_CAPACITY};
 use super::thread;
 use super::waiters::Waiters;
 use crate::sys::atomic::{AtomicWaker, ParkFlag};
@@ -44,8 +44,8 @@ use crate::sys::atomic::{AtomicWaker, ParkFlag};
 /// # Panics
 ///
 /// When `capacity` is 0 (as tokio's `channel` does: a channel that can hold
-/// nothing could never deliver), or above 2^24: the ring of slots is
-/// allocated up front.
+/// nothing could never deliver), or above 2^24 (2^13 on 32-bit targets):
+/// the ring of slots is allocated up front.
 ///
 /// ```
 /// # let rt = ringshard::Runtime::builder().worker_threads(1).build()?;
@@ -249,6 +249,8 @@ struct Chan<Q> {
     rx_waker: CachePadded<AtomicWaker>,
     /// Senders waiting for room (bounded channels only).
     send_waiters: Waiters,
+    /// Senders waiting in `closed()` for the receiver to close or go.
+    close_waiters: Waiters,
 }
 
 impl<Q: Queue> Chan<Q> {
@@ -260,6 +262,7 @@ impl<Q: Queue> Chan<Q> {
             rx_parked: CachePadded::new(ParkFlag::new()),
             rx_waker: CachePadded::new(AtomicWaker::new()),
             send_waiters: Waiters::default(),
+            close_waiters: Waiters::default(),
         }
     }
 
@@ -348,7 +351,65 @@ impl<Q: Queue> Chan<Q> {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.queue.close();
             self.send_waiters.notify_all();
+            self.close_waiters.notify_all();
         }
+    }
+
+    /// `Sender::closed`: ready once the receiver closed or went.
+    fn poll_closed(&self, key: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.closed.load(Ordering::Acquire) {
+            self.close_waiters.register(key, cx.waker());
+            // `close` sets the flag before it wakes the waiters.
+            if !self.closed.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
+        self.close_waiters.remove(key, true);
+        Poll::Ready(())
+    }
+
+    /// Whether the receiver sees the end: it closed, or every sender went.
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.senders.load(Ordering::Acquire) == 0
+    }
+
+    /// `recv_many`: at least one value (waiting for it), then what is
+    /// there, up to `limit`; 0 at the end (or for a `limit` of 0).
+    fn poll_recv_many(
+        &self,
+        cx: &mut Context<'_>,
+        buffer: &mut Vec<Q::Item>,
+        limit: usize,
+    ) -> Poll<usize> {
+        if limit == 0 {
+            return Poll::Ready(0);
+        }
+        match self.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(0),
+            Poll::Ready(Some(first)) => {
+                buffer.push(first);
+                let mut taken = 1;
+                while taken < limit {
+                    match self.pop() {
+                        Some(value) => buffer.push(value),
+                        None => break,
+                    }
+                    taken += 1;
+                }
+                Poll::Ready(taken)
+            }
+        }
+    }
+
+    /// Turns a sender still held into one more, if any is left
+    /// (`WeakSender::upgrade`).
+    fn upgrade(&self) -> bool {
+        self.senders
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 0).then(|| n + 1)
+            })
+            .is_ok()
     }
 
     fn add_sender(&self) {
@@ -359,6 +420,47 @@ impl<Q: Queue> Chan<Q> {
         if self.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.wake_receiver();
         }
+    }
+}
+
+impl<T> Chan<Bounded<T>> {
+    /// Whether a sender may take room now: one not waiting when nobody
+    /// waits, one waiting once notified (a woken sender owns the room it
+    /// was woken for; nobody jumps the queue).
+    fn my_turn(&self, key: Option<usize>) -> bool {
+        match key {
+            // Deliberately broken build for the parity tests: a sender
+            // that does not wait takes any room, as before the fix.
+            None if cfg!(ringshard_broken = "try_send_jumps") => true,
+            None => !self.send_waiters.pending(),
+            Some(_) => self.send_waiters.notified(key),
+        }
+    }
+
+    /// Queues the sender (or keeps it queued) for room. Room that came
+    /// before the receiver could see it queued goes to the front waiter,
+    /// maybe this one: no wake is lost.
+    fn wait_for_room(&self, key: &mut Option<usize>, cx: &mut Context<'_>) {
+        self.send_waiters.register(key, cx.waker());
+        if self.queue.0.free() > 0 || self.closed.load(Ordering::Acquire) {
+            self.send_waiters.notify_one();
+        }
+    }
+
+    /// A reserved value goes in; the receiver is woken if it waits.
+    fn send_reserved(&self, value: T) {
+        match self.queue.0.push_reserved(value) {
+            Ok(true) => self.rx_waker.wake(),
+            Ok(false) => {}
+            // Closed since the reservation: nobody will take it.
+            Err(value) => drop(value),
+        }
+    }
+
+    /// A reservation given back unused: its room goes to a waiter.
+    fn release_reserved(&self) {
+        self.queue.0.release_reserved();
+        self.send_waiters.notify_one();
     }
 }
 
@@ -383,9 +485,71 @@ impl<T> Sender<T> {
         }
     }
 
-    /// Sends `value` if there is room now.
+    /// Sends `value` if there is room now, and no sender is waiting for
+    /// room (a waiting sender owns the room it is woken for).
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        if !self.chan.my_turn(None) {
+            return Err(if self.chan.closed.load(Ordering::Acquire) {
+                TrySendError::Closed(value)
+            } else {
+                TrySendError::Full(value)
+            });
+        }
         self.chan.try_send(value)
+    }
+
+    /// Waits for room for one value and reserves it: the [`Permit`] sends
+    /// without waiting (or gives the room back when dropped). Fails once
+    /// the receiver is gone. Waiting senders and reservations are served
+    /// in the order they came.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up its place; room it was woken for goes
+    /// to the next waiting sender.
+    pub fn reserve(&self) -> Reserve<'_, T> {
+        Reserve {
+            chan: &self.chan,
+            key: None,
+        }
+    }
+
+    /// Reserves room for one value if there is room now (and nobody waits).
+    pub fn try_reserve(&self) -> Result<Permit<'_, T>, TrySendError<()>> {
+        if !self.chan.my_turn(None) {
+            return Err(if self.chan.closed.load(Ordering::Acquire) {
+                TrySendError::Closed(())
+            } else {
+                TrySendError::Full(())
+            });
+        }
+        match self.chan.queue.0.reserve() {
+            Ok(()) => Ok(Permit { chan: &self.chan }),
+            Err(Refusal::Full) => Err(TrySendError::Full(())),
+            Err(Refusal::Closed) => Err(TrySendError::Closed(())),
+        }
+    }
+
+    /// Waits until the receiver closes or is dropped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn closed(&self) {
+        let mut key = None;
+        // Removes the wait if the future is dropped while pending.
+        let guard = CloseWait {
+            waiters: &self.chan.close_waiters,
+            key: &mut key,
+        };
+        std::future::poll_fn(|cx| self.chan.poll_closed(guard.key, cx)).await;
+    }
+
+    /// A sender that does not keep the channel open; see [`WeakSender`].
+    pub fn downgrade(&self) -> WeakSender<T> {
+        WeakSender {
+            chan: self.chan.clone(),
+        }
     }
 
     /// [`send`](Sender::send) for plain threads: blocks the thread.
@@ -403,8 +567,14 @@ impl<T> Sender<T> {
         self.chan.closed.load(Ordering::Acquire)
     }
 
-    /// The channel's capacity.
+    /// The room left now (tokio's meaning): the bound less the values
+    /// waiting and the room reserved by [`Permit`]s.
     pub fn capacity(&self) -> usize {
+        self.chan.queue.0.free()
+    }
+
+    /// The channel's bound, as given to [`bounded`].
+    pub fn max_capacity(&self) -> usize {
         self.chan.queue.0.capacity()
     }
 }
@@ -428,7 +598,7 @@ impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
             .field("len", &self.chan.queue.len())
-            .field("capacity", &self.capacity())
+            .field("max_capacity", &self.max_capacity())
             .finish()
     }
 }
@@ -450,40 +620,152 @@ impl<T> Future for Send<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        let chan = this.chan;
         let value = this.value.take().expect("Send polled after completion");
-        let value = match this.chan.try_send(value) {
-            Ok(()) => {
-                this.chan.send_waiters.remove(&mut this.key, true);
-                return Poll::Ready(Ok(()));
+        let value = if chan.my_turn(this.key) {
+            match chan.try_send(value) {
+                Ok(()) => {
+                    chan.send_waiters.remove(&mut this.key, true);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(TrySendError::Closed(value)) => {
+                    chan.send_waiters.remove(&mut this.key, true);
+                    return Poll::Ready(Err(SendError(value)));
+                }
+                Err(TrySendError::Full(value)) => value,
             }
-            Err(TrySendError::Closed(value)) => {
-                this.chan.send_waiters.remove(&mut this.key, true);
-                return Poll::Ready(Err(SendError(value)));
-            }
-            Err(TrySendError::Full(value)) => value,
+        } else if chan.closed.load(Ordering::Acquire) {
+            chan.send_waiters.remove(&mut this.key, false);
+            return Poll::Ready(Err(SendError(value)));
+        } else {
+            value
         };
-        this.chan.send_waiters.register(&mut this.key, cx.waker());
-        // The receiver may have made room (or closed) before it could see us.
-        match this.chan.try_send(value) {
-            Ok(()) => {
-                this.chan.send_waiters.remove(&mut this.key, true);
-                Poll::Ready(Ok(()))
-            }
-            Err(TrySendError::Closed(value)) => {
-                this.chan.send_waiters.remove(&mut this.key, true);
-                Poll::Ready(Err(SendError(value)))
-            }
-            Err(TrySendError::Full(value)) => {
-                this.value = Some(value);
-                Poll::Pending
-            }
-        }
+        chan.wait_for_room(&mut this.key, cx);
+        this.value = Some(value);
+        Poll::Pending
     }
 }
 
 impl<T> Drop for Send<'_, T> {
     fn drop(&mut self) {
         self.chan.send_waiters.remove(&mut self.key, false);
+    }
+}
+
+/// The future of [`Sender::reserve`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Reserve<'a, T> {
+    chan: &'a Chan<Bounded<T>>,
+    key: Option<usize>,
+}
+
+impl<'a, T> Future for Reserve<'a, T> {
+    type Output = Result<Permit<'a, T>, SendError<()>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let chan = this.chan;
+        if chan.my_turn(this.key) {
+            match chan.queue.0.reserve() {
+                Ok(()) => {
+                    chan.send_waiters.remove(&mut this.key, true);
+                    return Poll::Ready(Ok(Permit { chan }));
+                }
+                Err(Refusal::Closed) => {
+                    chan.send_waiters.remove(&mut this.key, true);
+                    return Poll::Ready(Err(SendError(())));
+                }
+                Err(Refusal::Full) => {}
+            }
+        } else if chan.closed.load(Ordering::Acquire) {
+            chan.send_waiters.remove(&mut this.key, false);
+            return Poll::Ready(Err(SendError(())));
+        }
+        chan.wait_for_room(&mut this.key, cx);
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Reserve<'_, T> {
+    fn drop(&mut self) {
+        self.chan.send_waiters.remove(&mut self.key, false);
+    }
+}
+
+impl<T> fmt::Debug for Reserve<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reserve").finish()
+    }
+}
+
+/// Room for one value in a bounded channel, from [`Sender::reserve`]:
+/// [`send`](Permit::send) never waits and never fails. Dropped unused, the
+/// room goes back (to the next waiting sender first).
+pub struct Permit<'a, T> {
+    chan: &'a Chan<Bounded<T>>,
+}
+
+impl<T> Permit<'_, T> {
+    /// Sends `value` into the reserved room. If the receiver closed or
+    /// went since the reservation, `value` is dropped (as in tokio).
+    pub fn send(self, value: T) {
+        let chan = self.chan;
+        std::mem::forget(self);
+        chan.send_reserved(value);
+    }
+}
+
+impl<T> Drop for Permit<'_, T> {
+    fn drop(&mut self) {
+        self.chan.release_reserved();
+    }
+}
+
+impl<T> fmt::Debug for Permit<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").finish()
+    }
+}
+
+/// A sender's wait in `closed()`, removed however the future ends.
+struct CloseWait<'a> {
+    waiters: &'a Waiters,
+    key: &'a mut Option<usize>,
+}
+
+impl Drop for CloseWait<'_> {
+    fn drop(&mut self) {
+        self.waiters.remove(self.key, true);
+    }
+}
+
+/// A [`Sender`] that does not count: the channel ends (the receiver sees
+/// `None`) once every `Sender` is gone, whatever `WeakSender`s remain.
+/// [`upgrade`](WeakSender::upgrade) gives a `Sender` while one lives.
+pub struct WeakSender<T> {
+    chan: Arc<Chan<Bounded<T>>>,
+}
+
+impl<T> WeakSender<T> {
+    /// A `Sender`, if one still lives.
+    pub fn upgrade(&self) -> Option<Sender<T>> {
+        self.chan.upgrade().then(|| Sender {
+            chan: self.chan.clone(),
+        })
+    }
+}
+
+impl<T> Clone for WeakSender<T> {
+    fn clone(&self) -> WeakSender<T> {
+        WeakSender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for WeakSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakSender").finish()
     }
 }
 
@@ -504,6 +786,57 @@ impl<T> UnboundedSender<T> {
     /// Whether the receiver is gone (sends would fail).
     pub fn is_closed(&self) -> bool {
         self.chan.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the receiver closes or is dropped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn closed(&self) {
+        let mut key = None;
+        // Removes the wait if the future is dropped while pending.
+        let guard = CloseWait {
+            waiters: &self.chan.close_waiters,
+            key: &mut key,
+        };
+        std::future::poll_fn(|cx| self.chan.poll_closed(guard.key, cx)).await;
+    }
+
+    /// A sender that does not keep the channel open; see
+    /// [`WeakUnboundedSender`].
+    pub fn downgrade(&self) -> WeakUnboundedSender<T> {
+        WeakUnboundedSender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+/// An [`UnboundedSender`] that does not count, as [`WeakSender`].
+pub struct WeakUnboundedSender<T> {
+    chan: Arc<Chan<Unbounded<T>>>,
+}
+
+impl<T> WeakUnboundedSender<T> {
+    /// An `UnboundedSender`, if one still lives.
+    pub fn upgrade(&self) -> Option<UnboundedSender<T>> {
+        self.chan.upgrade().then(|| UnboundedSender {
+            chan: self.chan.clone(),
+        })
+    }
+}
+
+impl<T> Clone for WeakUnboundedSender<T> {
+    fn clone(&self) -> WeakUnboundedSender<T> {
+        WeakUnboundedSender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for WeakUnboundedSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakUnboundedSender").finish()
     }
 }
 
@@ -562,6 +895,29 @@ macro_rules! receiver {
                 self.chan.try_recv()
             }
 
+            /// Polls for the next value, as [`recv`](Self::recv).
+            pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+                self.chan.poll_recv(cx)
+            }
+
+            /// Waits for at least one value, then appends to `buffer` what
+            /// is there, up to `limit` values; returns how many. 0 means the
+            /// channel ended (or `limit` was 0).
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel safe: values leave the channel only when the future
+            /// returns them.
+            pub async fn recv_many(&mut self, buffer: &mut Vec<T>, limit: usize) -> usize {
+                std::future::poll_fn(|cx| self.chan.poll_recv_many(cx, buffer, limit)).await
+            }
+
+            /// Whether the channel ended for sends: the receiver closed it,
+            /// or every sender is gone (values may still wait in it).
+            pub fn is_closed(&self) -> bool {
+                self.chan.is_closed()
+            }
+
             /// [`recv`](Self::recv) for plain threads: blocks the thread.
             ///
             /// # Panics
@@ -598,9 +954,19 @@ macro_rules! receiver {
             fn drop(&mut self) {
                 self.chan.close();
                 self.chan.queue.unwatch();
+                // Our waker (and the task it keeps alive) goes now, not
+                // with the last sender.
+                #[cfg(not(ringshard_broken = "receiver_keeps_waker"))]
+                drop(self.chan.rx_waker.take());
                 // Values still queued are dropped now, not when the last
-                // sender goes.
-                while self.chan.queue.pop().is_some() {}
+                // sender goes; if one's `Drop` panics, the guard drops the
+                // rest as the panic unwinds.
+                #[cfg(not(ringshard_broken = "receiver_drop_stops_on_panic"))]
+                let drain = Drain(&self.chan.queue);
+                // Deliberately broken build: no guard, a panic stops it.
+                #[cfg(ringshard_broken = "receiver_drop_stops_on_panic")]
+                let drain = (&self.chan.queue,);
+                while drain.0.pop().is_some() {}
             }
         }
 
@@ -616,6 +982,15 @@ macro_rules! receiver {
 
 receiver!(Receiver, Bounded);
 receiver!(UnboundedReceiver, Unbounded);
+
+/// Drops what is left in a queue, even while a panic unwinds.
+struct Drain<'a, Q: Queue>(&'a Q);
+
+impl<Q: Queue> Drop for Drain<'_, Q> {
+    fn drop(&mut self) {
+        while self.0.pop().is_some() {}
+    }
+}
 
 enum RecvChan<'a, T> {
     Bounded(&'a Chan<Bounded<T>>),

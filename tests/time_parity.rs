@@ -1,0 +1,135 @@
+//! `Interval` and `timeout` with tokio's meanings (SPEC §4): the behaviours
+//! of tokio's `time_interval.rs` and `time_timeout.rs`, written anew, on
+//! one shard and on the second of two. Timing here swings, so the checks
+//! are about order and lower bounds, with generous upper ones.
+
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use ringshard::time::{interval, interval_at, MissedTickBehavior};
+use ringshard::{sleep, spawn_on, timeout, Runtime, ShardId};
+
+const PERIOD: Duration = Duration::from_millis(50);
+
+/// Runs `body` on a one-shard runtime, then on shard 1 of two.
+fn one_and_two_shards<F, Fut>(body: F)
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    for shards in [1, 2] {
+        eprintln!("-- {shards} shard(s)");
+        let rt = common::runtime(Runtime::builder(), shards);
+        let body = body.clone();
+        rt.block_on(async move {
+            spawn_on(ShardId::new(shards - 1), body).await.unwrap();
+        });
+    }
+}
+
+/// The first tick is at once; `reset` puts the next a period from now;
+/// `reset_immediately` makes it due at once; `reset_after` and `reset_at`
+/// put it where they say, and the ticks after keep the period.
+#[test]
+fn the_resets_put_the_next_tick_where_tokio_does() {
+    one_and_two_shards(|| async {
+        let start = Instant::now();
+        let mut every = interval(PERIOD);
+        let first = every.tick().await;
+        assert!(first - start < PERIOD, "the first tick is at once");
+
+        every.reset_immediately();
+        let at = Instant::now();
+        let tick = every.tick().await;
+        assert!(tick - at < PERIOD, "reset_immediately: due at once");
+        let next = every.tick().await;
+        assert!(next - tick >= PERIOD, "then a period later");
+
+        let at = Instant::now();
+        every.reset();
+        let tick = every.tick().await;
+        assert!(tick >= at + PERIOD, "reset: a period from now");
+
+        let at = Instant::now();
+        every.reset_after(PERIOD * 3);
+        let tick = every.tick().await;
+        assert!(tick >= at + PERIOD * 3, "reset_after");
+        assert!(Instant::now() >= at + PERIOD * 3);
+
+        let target = Instant::now() + PERIOD * 2;
+        every.reset_at(target);
+        assert_eq!(
+            every.tick().await,
+            target,
+            "reset_at: the tick is the deadline given"
+        );
+        assert_eq!(
+            every.tick().await,
+            target + PERIOD,
+            "the period goes on from there"
+        );
+        // A deadline in the past: due at once.
+        every.reset_at(Instant::now() - PERIOD);
+        let at = Instant::now();
+        every.tick().await;
+        assert!(Instant::now() - at < PERIOD);
+    });
+}
+
+/// Missed ticks: `Burst` fires them back to back on the old schedule,
+/// `Delay` restarts a period after the late tick, `Skip` keeps the phase.
+#[test]
+fn missed_ticks_burst_delay_or_skip() {
+    one_and_two_shards(|| async {
+        for behaviour in [
+            MissedTickBehavior::Burst,
+            MissedTickBehavior::Delay,
+            MissedTickBehavior::Skip,
+        ] {
+            let start = Instant::now();
+            let mut every = interval_at(start, PERIOD);
+            every.set_missed_tick_behavior(behaviour);
+            assert_eq!(every.tick().await, start);
+            // Late by three and a half periods.
+            sleep(PERIOD * 7 / 2).await;
+            let late = every.tick().await;
+            assert_eq!(
+                late,
+                start + PERIOD,
+                "{behaviour:?}: the missed tick comes first"
+            );
+            let after = every.tick().await;
+            match behaviour {
+                MissedTickBehavior::Burst => {
+                    assert_eq!(after, start + PERIOD * 2, "burst: the old schedule")
+                }
+                MissedTickBehavior::Delay => {
+                    assert!(
+                        after >= start + PERIOD * 7 / 2 + PERIOD,
+                        "delay: a period after"
+                    )
+                }
+                MissedTickBehavior::Skip => {
+                    assert_eq!(after, start + PERIOD * 4, "skip: the next tick in phase")
+                }
+            }
+        }
+    });
+}
+
+/// `timeout` polls its future first: a ready future wins even a zero
+/// timeout; a late one is `Elapsed` no sooner than the deadline.
+#[test]
+fn timeouts_poll_the_future_first_and_elapse_no_sooner() {
+    one_and_two_shards(|| async {
+        assert_eq!(timeout(Duration::ZERO, async { 3 }).await, Ok(3));
+        let start = Instant::now();
+        let late = timeout(PERIOD, std::future::pending::<()>()).await;
+        assert!(late.is_err());
+        assert!(start.elapsed() >= PERIOD);
+        // The longest timeout neither panics nor fires.
+        assert_eq!(timeout(Duration::MAX, async { 4 }).await, Ok(4));
+    });
+}
