@@ -54,9 +54,23 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Polls `future` once; if it is pending (queued for room), counts that
+/// in `queued`; then runs it to its end.
+async fn queued_then<F: Future>(future: F, queued: &AtomicUsize) -> F::Output {
+    let mut future = pin!(future);
+    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => output,
+        Poll::Pending => {
+            queued.fetch_add(1, Ordering::SeqCst);
+            future.await
+        }
+    }
+}
+
 /// A woken sender owns the room it was woken for: a `try_send` (or a
-/// `try_reserve`) that comes after cannot take it. Broken build that fails
-/// it: `try_send_jumps`.
+/// `try_reserve`) that comes after cannot take it (the first
+/// defect: `try_send` took the room and the waiter slept again).
 #[test]
 fn a_woken_sender_owns_the_room_it_was_woken_for() {
     one_and_two_shards(|other| async move {
@@ -65,12 +79,9 @@ fn a_woken_sender_owns_the_room_it_was_woken_for() {
         let waiting = Arc::new(AtomicUsize::new(0));
         let (tx2, w) = (tx.clone(), waiting.clone());
         let sender = on(other, move || async move {
-            w.store(1, Ordering::SeqCst);
-            tx2.send(2).await.unwrap();
-            w.store(2, Ordering::SeqCst);
+            queued_then(tx2.send(2), &w).await.unwrap();
         });
         until("the sender waits", || waiting.load(Ordering::SeqCst) == 1).await;
-        sleep(Duration::from_millis(5)).await;
         assert_eq!(rx.recv().await, Some(1));
         // The waiting sender was woken for that room.
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
@@ -79,6 +90,56 @@ fn a_woken_sender_owns_the_room_it_was_woken_for() {
         assert_eq!(rx.recv().await, Some(2));
         tx.try_send(3).unwrap();
         assert_eq!(rx.recv().await, Some(3));
+    });
+}
+
+/// A sender that comes just after a waiter was woken (its `send`, not a
+/// `try_send`) queues behind it: the woken waiter's value comes first.
+/// Failed on 06fcc7d, whose waiters were woken without their room.
+#[test]
+fn a_newcomer_send_queues_behind_a_woken_waiter() {
+    one_and_two_shards(|other| async move {
+        let (tx, mut rx) = mpsc::bounded::<u32>(1);
+        tx.send(1).await.unwrap();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (tx2, q) = (tx.clone(), queued.clone());
+        let waiter = on(other, move || async move {
+            queued_then(tx2.send(2), &q).await.unwrap()
+        });
+        until("the waiter queues", || queued.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(rx.recv().await, Some(1));
+        // At once, before the woken waiter runs: a local send.
+        let tx3 = tx.clone();
+        let newcomer = spawn(async move { tx3.send(3).await.unwrap() });
+        yield_now().await;
+        assert_eq!(rx.recv().await, Some(2), "the woken waiter's value first");
+        assert_eq!(rx.recv().await, Some(3));
+        waiter.await.unwrap();
+        newcomer.await.unwrap();
+    });
+}
+
+/// A woken sender whose future is never polled again keeps only the room
+/// it was granted: `try_send` still uses the rest, and dropping that
+/// future gives its room back.
+#[test]
+fn a_granted_waiter_that_never_runs_blocks_no_one() {
+    one_and_two_shards(|_| async move {
+        let (tx, mut rx) = mpsc::bounded::<u32>(2);
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        let mut stuck = Box::pin(tx.send(3));
+        assert!(common::poll_once(&mut stuck).await.is_pending());
+        assert_eq!(rx.recv().await, Some(1), "the room goes to `stuck`");
+        assert_eq!(rx.recv().await, Some(2));
+        assert_eq!(tx.capacity(), 1, "one room granted, one free");
+        tx.try_send(4).unwrap();
+        assert!(matches!(tx.try_send(5), Err(TrySendError::Full(5))));
+        drop(stuck);
+        assert_eq!(tx.capacity(), 1, "the granted room came back");
+        tx.try_send(5).unwrap();
+        assert_eq!(rx.recv().await, Some(4));
+        assert_eq!(rx.recv().await, Some(5));
     });
 }
 
@@ -93,17 +154,7 @@ fn waiting_senders_are_served_in_order() {
         for i in 1..=5u32 {
             let (tx, q) = (tx.clone(), queued.clone());
             senders.push(on(other, move || async move {
-                let mut send = pin!(tx.send(i));
-                // Queue this sender before the next one starts.
-                let _ = std::future::poll_fn(|cx| {
-                    let poll = send.as_mut().poll(cx);
-                    if poll.is_pending() {
-                        q.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Poll::Ready(poll)
-                })
-                .await;
-                send.await.unwrap();
+                queued_then(tx.send(i), &q).await.unwrap();
             }));
             until("the sender queues", || {
                 queued.load(Ordering::SeqCst) == i as usize
@@ -137,9 +188,12 @@ fn capacity_reserve_and_permits_mean_what_they_mean_in_tokio() {
         assert_eq!(tx.capacity(), 0);
         assert!(matches!(tx.try_send(9), Err(TrySendError::Full(9))));
         // A sender waiting for room while the permits hold it.
-        let tx2 = tx.clone();
-        let waiter = on(other, move || async move { tx2.send(3).await.unwrap() });
-        sleep(Duration::from_millis(5)).await;
+        let (tx2, queued) = (tx.clone(), Arc::new(AtomicUsize::new(0)));
+        let q = queued.clone();
+        let waiter = on(other, move || async move {
+            queued_then(tx2.send(3), &q).await.unwrap()
+        });
+        until("the sender queues", || queued.load(Ordering::SeqCst) == 1).await;
         permit.send(2);
         assert_eq!(tx.max_capacity(), 3);
         // The unused permit's room goes to the waiter.
@@ -153,12 +207,13 @@ fn capacity_reserve_and_permits_mean_what_they_mean_in_tokio() {
         for i in 0..3 {
             tx.send(i).await.unwrap();
         }
-        let tx3 = tx.clone();
+        let (tx3, queued) = (tx.clone(), Arc::new(AtomicUsize::new(0)));
+        let q = queued.clone();
         let reserver = on(other, move || async move {
-            let permit = tx3.reserve().await.unwrap();
+            let permit = queued_then(tx3.reserve(), &q).await.unwrap();
             permit.send(10);
         });
-        sleep(Duration::from_millis(5)).await;
+        until("the reserver queues", || queued.load(Ordering::SeqCst) == 1).await;
         assert!(!reserver.is_finished());
         assert_eq!(rx.recv().await, Some(0));
         reserver.await.unwrap();
@@ -167,13 +222,23 @@ fn capacity_reserve_and_permits_mean_what_they_mean_in_tokio() {
             .flatten()
             .collect();
         assert_eq!(rest, [1, 2, 10]);
-        // A permit held across the receiver's close: its value is dropped.
+        // A permit held across the receiver's close still sends, and the
+        // receiver sees the end only after it (as in tokio).
         let permit = tx.reserve().await.unwrap();
+        let unused = tx.reserve().await.unwrap();
         rx.close();
         assert!(tx.reserve().await.is_err());
         assert!(matches!(tx.try_reserve(), Err(TrySendError::Closed(()))));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "permits are out");
         permit.send(11);
-        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.recv().await, Some(11));
+        let mut recv = Box::pin(rx.recv());
+        assert!(
+            common::poll_once(&mut recv).await.is_pending(),
+            "a permit is still out"
+        );
+        drop(unused);
+        assert_eq!(recv.await, None, "the last permit went: the end");
     });
 }
 

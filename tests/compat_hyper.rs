@@ -397,7 +397,9 @@ fn curl(args: &[&str]) -> String {
 }
 
 /// curl, an outside client, over HTTP/1.1 and h2c (prior knowledge) against
-/// the example server, which then shuts down gracefully (`--for`).
+/// the example server, which then shuts down gracefully on SIGTERM. (Not
+/// `--for`: in a fresh clone another test may be building an example
+/// meanwhile, and a short `--for` ran out before curl got its turn.)
 #[test]
 fn curl_against_the_example_server_http1_and_h2c() {
     for driver in ["uring", "epoll"] {
@@ -405,7 +407,7 @@ fn curl_against_the_example_server_http1_and_h2c() {
         let addr = format!("127.0.0.1:{port}");
         let mut server = start(
             "http_server",
-            &["--shards", "2", "--addr", &addr, "--for", "3"],
+            &["--shards", "2", "--addr", &addr, "--for", "120"],
             driver,
         );
         let url = format!("http://{addr}/");
@@ -420,10 +422,15 @@ fn curl_against_the_example_server_http1_and_h2c() {
             assert!(out.starts_with("hello from shard"), "{out}");
             assert!(out.ends_with("|2"), "{driver}: {out}");
         }
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(
+            unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
         let status = server.wait().unwrap();
         assert!(
             status.success(),
-            "the server exits cleanly after --for: {status}"
+            "the server exits cleanly after SIGTERM: {status}"
         );
     }
 }

@@ -65,6 +65,17 @@ fn run_until_cancelled_gives_the_output_or_none() {
             .await;
         assert_eq!(got, None);
         assert!(!polled.load(Ordering::SeqCst));
+        // Not yet cancelled and both ready in one poll: the output wins
+        // (biased towards the future, as tokio-util).
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let got = token
+            .run_until_cancelled(async move {
+                t.cancel();
+                3
+            })
+            .await;
+        assert_eq!(got, Some(3));
     });
 }
 
@@ -79,9 +90,12 @@ fn cancelled_owned_moves_into_a_task_on_any_shard() {
         assert!(!waiter.is_finished());
         token.cancel();
         waiter.await.unwrap();
-        // Dropped while waiting: nothing is left registered.
+        // Dropped while waiting (after a poll registered it): nothing is
+        // left registered, and a later wait still sees the cancel.
         let token = CancellationToken::new();
-        drop(token.clone().cancelled_owned());
+        let mut waiting = Box::pin(token.clone().cancelled_owned());
+        assert!(common::poll_once(&mut waiting).await.is_pending());
+        drop(waiting);
         token.cancel();
         token.clone().cancelled_owned().await;
     });

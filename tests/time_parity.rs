@@ -40,12 +40,14 @@ fn the_resets_put_the_next_tick_where_tokio_does() {
         let first = every.tick().await;
         assert!(first - start < PERIOD, "the first tick is at once");
 
-        every.reset_immediately();
-        let at = Instant::now();
-        let tick = every.tick().await;
-        assert!(tick - at < PERIOD, "reset_immediately: due at once");
-        let next = every.tick().await;
-        assert!(next - tick >= PERIOD, "then a period later");
+        // A long period: `reset_immediately` must not wait for it.
+        let mut slow = interval(Duration::from_secs(30));
+        slow.tick().await;
+        slow.reset_immediately();
+        let due = timeout(Duration::from_secs(5), slow.tick()).await;
+        assert!(due.is_ok(), "reset_immediately: due at once, not in 30 s");
+        let next = timeout(Duration::from_millis(200), slow.tick()).await;
+        assert!(next.is_err(), "then a period later");
 
         let at = Instant::now();
         every.reset();

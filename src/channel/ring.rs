@@ -305,7 +305,11 @@ impl<T> Ring<T> {
     /// - Only the consumer calls this.
     pub(crate) unsafe fn finished(&self) -> bool {
         let sent = self.producers.sent.load(Ordering::Acquire);
-        sent & CLOSED != 0 && sent & COUNT == self.received.load(Ordering::Relaxed)
+        // A reservation made before the close may still send (as a tokio
+        // permit may): the end waits for it.
+        sent & CLOSED != 0
+            && reserved(sent) == 0
+            && sent & COUNT == self.received.load(Ordering::Relaxed)
     }
 
     /// Adds `value`, or gives it back if the ring is full or closed. Any
@@ -325,20 +329,17 @@ impl<T> Ring<T> {
         self.take_room(true).map(drop)
     }
 
-    /// Sends `value` into room [`reserve`](Ring::reserve) took; gives it
-    /// back if the ring was closed since. `Ok(true)`: the consumer had
-    /// parked on this value.
-    pub(crate) fn push_reserved(&self, value: T) -> Result<bool, T> {
+    /// Sends `value` into room [`reserve`](Ring::reserve) took, even after
+    /// a close (the reservation was made before it, as a tokio permit's
+    /// send is). `true`: the consumer had parked on this value.
+    pub(crate) fn push_reserved(&self, value: T) -> bool {
         let producers = &*self.producers;
         let mut sent = producers.sent.load(Ordering::Relaxed);
         loop {
-            if sent & CLOSED != 0 {
-                return Err(value);
-            }
             debug_assert!(reserved(sent) > 0, "a reserved push holds a reservation");
             // The claim turns our reservation into a number: the room
             // counted (claims ahead of `received`, plus reservations)
-            // stays the same.
+            // stays the same, and `CLOSED` is kept.
             match producers.sent.compare_exchange_weak(
                 sent,
                 claimed(sent) - RESERVED_ONE,
@@ -358,7 +359,7 @@ impl<T> Ring<T> {
         while ahead_by(sent, self.received.load(Ordering::Acquire), self.capacity) {
             std::hint::spin_loop();
         }
-        Ok(self.publish(sent, value))
+        self.publish(sent, value)
     }
 
     /// Gives back a reservation that was not used.
@@ -373,9 +374,11 @@ impl<T> Ring<T> {
     /// Room for more values now: the capacity less the values in the ring
     /// and the reservations.
     pub(crate) fn free(&self) -> usize {
+        // One snapshot: `received` first, so `sent` is not behind it.
+        let received = self.received.load(Ordering::Acquire);
         let sent = self.producers.sent.load(Ordering::Acquire);
         self.capacity
-            .saturating_sub(self.len())
+            .saturating_sub(lead(sent, received).min(self.capacity))
             .saturating_sub(reserved(sent))
     }
 
@@ -563,7 +566,7 @@ mod tests {
             "the reservations own the room"
         );
         assert_eq!(ring.reserve(), Err(Refusal::Full));
-        assert_eq!(ring.push_reserved(2), Ok(false));
+        assert!(!ring.push_reserved(2));
         ring.release_reserved();
         assert_eq!(ring.free(), 1, "a released reservation is room again");
         ring.push(3).unwrap();
@@ -572,12 +575,18 @@ mod tests {
         assert_eq!(got, [0, 2, 3]);
         ring.reserve().unwrap();
         ring.close();
-        assert_eq!(
-            ring.push_reserved(4),
-            Err(4),
-            "closed since the reservation"
-        );
         assert_eq!(ring.reserve(), Err(Refusal::Closed));
+        // SAFETY: as above.
+        let finished = unsafe { ring.finished() };
+        assert!(!finished, "a reservation made before the close may send");
+        assert!(
+            !ring.push_reserved(4),
+            "a reservation sends after the close"
+        );
+        // SAFETY: as above.
+        assert_eq!(unsafe { ring.pop() }, Some(4));
+        // SAFETY: as above.
+        assert!(unsafe { ring.finished() });
     }
 
     #[test]
@@ -870,18 +879,14 @@ mod model {
                         ring.release_reserved();
                         reserved -= 1;
                     }
-                    Step::PushReserved if closed => {
-                        prop_assert_eq!(ring.push_reserved(value), Err(value));
-                        reserved -= 1;
-                    }
                     Step::Push | Step::PushReserved => {
                         let got = if matches!(step, Step::Push) {
                             ring.push(value)
                         } else {
                             reserved -= 1;
-                            ring.push_reserved(value).map_err(Refused::Closed)
+                            Ok(ring.push_reserved(value))
                         };
-                        if closed {
+                        if closed && matches!(step, Step::Push) {
                             prop_assert_eq!(got, Err(Refused::Closed(value)));
                         } else if matches!(step, Step::Push) && model.len() + reserved == capacity {
                             prop_assert_eq!(got, Err(Refused::Full(value)));
@@ -936,7 +941,8 @@ mod model {
                     prop_assert_eq!(ring.free(), capacity - model.len() - reserved);
                 }
                 // SAFETY: as above.
-                prop_assert_eq!(unsafe { ring.finished() }, closed && model.is_empty());
+                let finished = unsafe { ring.finished() };
+                prop_assert_eq!(finished, closed && model.is_empty() && reserved == 0);
             }
         }
     }

@@ -1,17 +1,20 @@
-//! A FIFO of parked tasks, woken one at a time: the senders of a full bounded
-//! channel waiting for room.
+//! A FIFO of parked tasks: the senders of a full bounded channel waiting
+//! for room (with grants), and the senders waiting for the receiver to go
+//! (woken all at once).
 //!
 //! Only the slow path locks. `queued` mirrors the number of waiters not yet
-//! notified, so the receiver learns with one load that nobody waits;
-//! `outstanding` counts every entry (queued or notified), so a sender that
-//! is not waiting learns with one load that it must queue behind them.
+//! granted or woken, so the receiver learns with one load that nobody
+//! waits, and a sender that is not waiting learns with the same load that
+//! it must queue behind them.
 //!
-//! A waiter's life: *queued* (in `order`, counted in `queued`) →
-//! *notified* (out of `order`; its task was woken and owns the slot it was
-//! woken for) → removed by its owner. An owner that goes away while notified
-//! passes the notification on, so a wake is never lost to a dropped future.
-//! One that was notified yet found no room (a race with a sender that came
-//! before it queued) queues again at the front: it keeps its turn.
+//! A waiter's life: *queued* (in `order`, counted in `queued`) → *granted*
+//! (out of `order`: [`notify_one`](Waiters::notify_one) took room for it,
+//! a reservation it now owns, and woke it) or *woken* (by
+//! [`notify_all`](Waiters::notify_all), with nothing granted) → removed by
+//! its owner. An owner that goes away holding a grant it did not use gives
+//! the room back, and the room goes to the next waiter: a wake is never
+//! lost to a dropped future, and room handed to a waiter is never taken by
+//! a sender that came later.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicUsize, Ordering};
@@ -23,7 +26,6 @@ use slab::Slab;
 #[derive(Default)]
 pub(crate) struct Waiters {
     queued: AtomicUsize,
-    outstanding: AtomicUsize,
     list: Mutex<List>,
 }
 
@@ -33,33 +35,49 @@ struct List {
     order: VecDeque<usize>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Queued,
+    /// Room was taken for it (it owns a reservation).
+    Granted,
+    /// Woken by `notify_all`, nothing granted.
+    Woken,
+}
+
 struct Waiter {
     waker: Waker,
-    notified: bool,
+    state: State,
 }
 
 impl Waiters {
     fn lock(&self) -> MutexGuard<'_, List> {
         // A panic never happens while the lock is held (no user code runs
-        // under it but `Waker::clone`), yet a poisoned lock stays usable.
+        // under it but `Waker::clone` and the grant), yet a poisoned lock
+        // stays usable.
         self.list
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether any entry is queued or notified: a newcomer waits behind it.
+    /// Whether any waiter is queued: a newcomer waits behind it.
     pub(crate) fn pending(&self) -> bool {
-        self.outstanding.load(Ordering::Acquire) > 0
+        self.queued.load(Ordering::Acquire) > 0
     }
 
-    /// Whether the caller's entry was notified (its turn came).
-    pub(crate) fn notified(&self, key: Option<usize>) -> bool {
-        key.is_some_and(|k| self.lock().slots.get(k).is_some_and(|w| w.notified))
+    /// Whether the caller's entry holds a grant.
+    pub(crate) fn granted(&self, key: Option<usize>) -> bool {
+        key.is_some_and(|k| {
+            self.lock()
+                .slots
+                .get(k)
+                .is_some_and(|w| w.state == State::Granted)
+        })
     }
 
-    /// Queues the caller, or refreshes its waker; re-queues it at the front
-    /// if it was notified but found no room. Followed by a SeqCst fence:
-    /// the caller must re-check its condition after this.
+    /// Queues the caller at the back, or refreshes the waker of its entry
+    /// (which keeps its place, or its grant); an entry woken by
+    /// `notify_all` queues again. Followed by a SeqCst fence: the caller
+    /// must re-check its condition after this.
     pub(crate) fn register(&self, key: &mut Option<usize>, waker: &Waker) {
         let mut list = self.lock();
         match *key {
@@ -68,75 +86,71 @@ impl Waiters {
                 if !waiter.waker.will_wake(waker) {
                     waiter.waker = waker.clone();
                 }
-                if waiter.notified {
-                    waiter.notified = false;
-                    list.order.push_front(k);
+                if waiter.state == State::Woken {
+                    waiter.state = State::Queued;
+                    list.order.push_back(k);
                 }
             }
             None => {
                 let k = list.slots.insert(Waiter {
                     waker: waker.clone(),
-                    notified: false,
+                    state: State::Queued,
                 });
                 list.order.push_back(k);
                 *key = Some(k);
             }
         }
         self.queued.store(list.order.len(), Ordering::Relaxed);
-        self.outstanding.store(list.slots.len(), Ordering::Relaxed);
         drop(list);
         // Pairs with the fence in `notify_one`: either the notifier sees us
         // queued, or we see the room it made.
         fence(Ordering::SeqCst);
     }
 
-    /// Removes the caller's entry. One that was notified and did not use
-    /// its notification (`used == false`) hands it to the next waiter.
-    pub(crate) fn remove(&self, key: &mut Option<usize>, used: bool) {
-        let Some(k) = key.take() else { return };
+    /// Removes the caller's entry; true if it held a grant, which the
+    /// caller has used or must give back ([`Waiters::notify_one`] then
+    /// passes the room on).
+    pub(crate) fn remove(&self, key: &mut Option<usize>) -> bool {
+        let Some(k) = key.take() else { return false };
         let mut list = self.lock();
         let waiter = list.slots.remove(k);
-        self.outstanding.store(list.slots.len(), Ordering::Release);
-        if waiter.notified {
-            if !used {
-                self.wake_next(list);
-            }
-        } else {
+        if waiter.state == State::Queued {
             list.order.retain(|&queued| queued != k);
             self.queued.store(list.order.len(), Ordering::Relaxed);
         }
+        waiter.state == State::Granted
     }
 
-    /// Wakes the oldest waiter, if any, after the caller made room.
-    pub(crate) fn notify_one(&self) {
+    /// Room was made: if a waiter is queued and `grant` takes the room for
+    /// it (a reservation), the oldest waiter gets it and is woken.
+    pub(crate) fn notify_one(&self, grant: impl FnOnce() -> bool) {
         // Pairs with the fence in `register`.
         fence(Ordering::SeqCst);
-        if self.queued.load(Ordering::Relaxed) > 0 {
-            self.wake_next(self.lock());
+        if self.queued.load(Ordering::Relaxed) == 0 {
+            return;
         }
-    }
-
-    fn wake_next(&self, mut list: MutexGuard<'_, List>) {
-        let waker = list.order.pop_front().map(|k| {
-            let waiter = &mut list.slots[k];
-            waiter.notified = true;
-            waiter.waker.clone()
-        });
+        let mut list = self.lock();
+        let Some(&k) = list.order.front() else { return };
+        if !grant() {
+            return;
+        }
+        list.order.pop_front();
+        let waiter = &mut list.slots[k];
+        waiter.state = State::Granted;
+        let waker = waiter.waker.clone();
         self.queued.store(list.order.len(), Ordering::Relaxed);
         drop(list);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        waker.wake();
     }
 
-    /// Wakes every waiter (the channel closed).
+    /// Wakes every queued waiter, granting nothing (the channel closed).
     pub(crate) fn notify_all(&self) {
         let mut list = self.lock();
         let wakers: Vec<Waker> = std::mem::take(&mut list.order)
             .into_iter()
             .map(|k| {
                 let waiter = &mut list.slots[k];
-                waiter.notified = true;
+                waiter.state = State::Woken;
                 waiter.waker.clone()
             })
             .collect();

@@ -199,9 +199,10 @@ impl CancellationToken {
     }
 
     /// Runs `future` to its end, unless the token is cancelled first:
-    /// `Some(output)`, or `None` with `future` dropped. As in tokio-util,
-    /// the cancel is checked first on every poll, so a token already
-    /// cancelled never polls `future` at all.
+    /// `Some(output)`, or `None` with `future` dropped. As in tokio-util:
+    /// a token already cancelled never polls `future`; after that each
+    /// poll tries `future` first (biased towards its completion), so an
+    /// output that is ready is never thrown away.
     ///
     /// ```
     /// use ringshard::sync::CancellationToken;
@@ -219,13 +220,16 @@ impl CancellationToken {
     ///
     /// As `future`'s own: dropping this drops it.
     pub async fn run_until_cancelled<F: Future>(&self, future: F) -> Option<F::Output> {
+        if self.is_cancelled() {
+            return None;
+        }
         let mut future = std::pin::pin!(future);
         let mut cancelled = std::pin::pin!(self.cancelled());
         std::future::poll_fn(|cx| {
-            if cancelled.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
+            if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
             }
-            future.as_mut().poll(cx).map(Some)
+            cancelled.as_mut().poll(cx).map(|()| None)
         })
         .await
     }

@@ -112,6 +112,11 @@ trait Queue {
     /// The receiver is going away: no shard may keep watching for it.
     fn unwatch(&self) {}
     fn len(&self) -> usize;
+    /// Takes room for a waiting sender (a reservation it will own); only
+    /// bounded queues have waiting senders.
+    fn grant(&self) -> bool {
+        false
+    }
 }
 
 /// What a push says about the receiver.
@@ -158,6 +163,9 @@ impl<T> Queue for Bounded<T> {
     }
     fn len(&self) -> usize {
         self.0.len()
+    }
+    fn grant(&self) -> bool {
+        self.0.reserve().is_ok()
     }
 }
 
@@ -240,6 +248,9 @@ struct Chan<Q> {
     senders: AtomicUsize,
     /// The receiver was dropped or closed: sends fail.
     closed: AtomicBool,
+    /// The receiver was dropped: a value sent into a reservation made
+    /// before is dropped at once.
+    rx_gone: AtomicBool,
     /// Raised by the receiver after it registered its waker and before it
     /// re-checks the queue; a sender wakes it only when it takes this, so a
     /// busy receiver costs senders one read.
@@ -259,6 +270,7 @@ impl<Q: Queue> Chan<Q> {
             queue,
             senders: AtomicUsize::new(1),
             closed: AtomicBool::new(false),
+            rx_gone: AtomicBool::new(false),
             rx_parked: CachePadded::new(ParkFlag::new()),
             rx_waker: CachePadded::new(AtomicWaker::new()),
             send_waiters: Waiters::default(),
@@ -294,7 +306,8 @@ impl<Q: Queue> Chan<Q> {
 
     fn pop(&self) -> Option<Q::Item> {
         let value = self.queue.pop()?;
-        self.send_waiters.notify_one();
+        // The room goes to the oldest waiting sender, if one waits.
+        self.send_waiters.notify_one(|| self.queue.grant());
         Some(value)
     }
 
@@ -364,7 +377,7 @@ impl<Q: Queue> Chan<Q> {
                 return Poll::Pending;
             }
         }
-        self.close_waiters.remove(key, true);
+        self.close_waiters.remove(key);
         Poll::Ready(())
     }
 
@@ -424,43 +437,61 @@ impl<Q: Queue> Chan<Q> {
 }
 
 impl<T> Chan<Bounded<T>> {
-    /// Whether a sender may take room now: one not waiting when nobody
-    /// waits, one waiting once notified (a woken sender owns the room it
-    /// was woken for; nobody jumps the queue).
-    fn my_turn(&self, key: Option<usize>) -> bool {
-        match key {
-            // Deliberately broken build for the parity tests: a sender
-            // that does not wait takes any room, as before the fix.
-            None if cfg!(ringshard_broken = "try_send_jumps") => true,
-            None => !self.send_waiters.pending(),
-            Some(_) => self.send_waiters.notified(key),
-        }
+    /// Whether a sender may take room now: one not waiting when no sender
+    /// is queued (a woken sender was granted its room; nobody jumps the
+    /// queue).
+    fn my_turn(&self) -> bool {
+        !self.send_waiters.pending()
     }
 
-    /// Queues the sender (or keeps it queued) for room. Room that came
-    /// before the receiver could see it queued goes to the front waiter,
-    /// maybe this one: no wake is lost.
-    fn wait_for_room(&self, key: &mut Option<usize>, cx: &mut Context<'_>) {
+    /// Queues the sender (or keeps it queued) for room; false if the
+    /// channel closed (then it is not queued). Room that came before the
+    /// receiver could see it queued is granted to the front waiter, maybe
+    /// this one: no wake is lost.
+    fn wait_for_room(&self, key: &mut Option<usize>, cx: &mut Context<'_>) -> bool {
         self.send_waiters.register(key, cx.waker());
-        if self.queue.0.free() > 0 || self.closed.load(Ordering::Acquire) {
-            self.send_waiters.notify_one();
+        // `close` sets the flag before it wakes the queue (under its lock).
+        if self.closed.load(Ordering::Acquire) {
+            if self.send_waiters.remove(key) {
+                self.give_back();
+            }
+            return false;
         }
+        if self.queue.0.free() > 0 {
+            self.send_waiters.notify_one(|| self.queue.grant());
+        }
+        true
     }
 
-    /// A reserved value goes in; the receiver is woken if it waits.
+    /// A reserved value goes in (even after a close: the reservation was
+    /// made before it); the receiver is woken if it waits. Dropped at once
+    /// if the receiver is gone.
     fn send_reserved(&self, value: T) {
-        match self.queue.0.push_reserved(value) {
-            Ok(true) => self.rx_waker.wake(),
-            Ok(false) => {}
-            // Closed since the reservation: nobody will take it.
-            Err(value) => drop(value),
+        if self.rx_gone.load(Ordering::Acquire) {
+            self.give_back();
+            return drop(value);
+        }
+        if self.queue.0.push_reserved(value) {
+            self.rx_waker.wake();
         }
     }
 
-    /// A reservation given back unused: its room goes to a waiter.
-    fn release_reserved(&self) {
+    /// A reservation given back unused: its room goes to the next waiter;
+    /// after a close, the receiver may now see the end.
+    fn give_back(&self) {
         self.queue.0.release_reserved();
-        self.send_waiters.notify_one();
+        self.send_waiters.notify_one(|| self.queue.grant());
+        if self.closed.load(Ordering::Acquire) {
+            self.wake_receiver();
+        }
+    }
+
+    /// A finished or dropped waiter's entry goes; a grant it did not use
+    /// is given back.
+    fn leave(&self, key: &mut Option<usize>) {
+        if self.send_waiters.remove(key) {
+            self.give_back();
+        }
     }
 }
 
@@ -488,7 +519,7 @@ impl<T> Sender<T> {
     /// Sends `value` if there is room now, and no sender is waiting for
     /// room (a waiting sender owns the room it is woken for).
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        if !self.chan.my_turn(None) {
+        if !self.chan.my_turn() {
             return Err(if self.chan.closed.load(Ordering::Acquire) {
                 TrySendError::Closed(value)
             } else {
@@ -516,7 +547,7 @@ impl<T> Sender<T> {
 
     /// Reserves room for one value if there is room now (and nobody waits).
     pub fn try_reserve(&self) -> Result<Permit<'_, T>, TrySendError<()>> {
-        if !self.chan.my_turn(None) {
+        if !self.chan.my_turn() {
             return Err(if self.chan.closed.load(Ordering::Acquire) {
                 TrySendError::Closed(())
             } else {
@@ -622,25 +653,28 @@ impl<T> Future for Send<'_, T> {
         let this = self.get_mut();
         let chan = this.chan;
         let value = this.value.take().expect("Send polled after completion");
-        let value = if chan.my_turn(this.key) {
+        if chan.send_waiters.granted(this.key) {
+            // Room was taken for us when we were woken: it is ours.
+            chan.send_waiters.remove(&mut this.key);
+            if chan.rx_gone.load(Ordering::Acquire) {
+                chan.give_back();
+                return Poll::Ready(Err(SendError(value)));
+            }
+            chan.send_reserved(value);
+            return Poll::Ready(Ok(()));
+        }
+        let value = if this.key.is_none() && chan.my_turn() {
             match chan.try_send(value) {
-                Ok(()) => {
-                    chan.send_waiters.remove(&mut this.key, true);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(TrySendError::Closed(value)) => {
-                    chan.send_waiters.remove(&mut this.key, true);
-                    return Poll::Ready(Err(SendError(value)));
-                }
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(TrySendError::Closed(value)) => return Poll::Ready(Err(SendError(value))),
                 Err(TrySendError::Full(value)) => value,
             }
-        } else if chan.closed.load(Ordering::Acquire) {
-            chan.send_waiters.remove(&mut this.key, false);
-            return Poll::Ready(Err(SendError(value)));
         } else {
             value
         };
-        chan.wait_for_room(&mut this.key, cx);
+        if !chan.wait_for_room(&mut this.key, cx) {
+            return Poll::Ready(Err(SendError(value)));
+        }
         this.value = Some(value);
         Poll::Pending
     }
@@ -648,7 +682,7 @@ impl<T> Future for Send<'_, T> {
 
 impl<T> Drop for Send<'_, T> {
     fn drop(&mut self) {
-        self.chan.send_waiters.remove(&mut self.key, false);
+        self.chan.leave(&mut self.key);
     }
 }
 
@@ -665,30 +699,28 @@ impl<'a, T> Future for Reserve<'a, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let chan = this.chan;
-        if chan.my_turn(this.key) {
+        if chan.send_waiters.granted(this.key) {
+            // The room granted to us becomes the permit's.
+            chan.send_waiters.remove(&mut this.key);
+            return Poll::Ready(Ok(Permit { chan }));
+        }
+        if this.key.is_none() && chan.my_turn() {
             match chan.queue.0.reserve() {
-                Ok(()) => {
-                    chan.send_waiters.remove(&mut this.key, true);
-                    return Poll::Ready(Ok(Permit { chan }));
-                }
-                Err(Refusal::Closed) => {
-                    chan.send_waiters.remove(&mut this.key, true);
-                    return Poll::Ready(Err(SendError(())));
-                }
+                Ok(()) => return Poll::Ready(Ok(Permit { chan })),
+                Err(Refusal::Closed) => return Poll::Ready(Err(SendError(()))),
                 Err(Refusal::Full) => {}
             }
-        } else if chan.closed.load(Ordering::Acquire) {
-            chan.send_waiters.remove(&mut this.key, false);
+        }
+        if !chan.wait_for_room(&mut this.key, cx) {
             return Poll::Ready(Err(SendError(())));
         }
-        chan.wait_for_room(&mut this.key, cx);
         Poll::Pending
     }
 }
 
 impl<T> Drop for Reserve<'_, T> {
     fn drop(&mut self) {
-        self.chan.send_waiters.remove(&mut self.key, false);
+        self.chan.leave(&mut self.key);
     }
 }
 
@@ -706,8 +738,10 @@ pub struct Permit<'a, T> {
 }
 
 impl<T> Permit<'_, T> {
-    /// Sends `value` into the reserved room. If the receiver closed or
-    /// went since the reservation, `value` is dropped (as in tokio).
+    /// Sends `value` into the reserved room. After the receiver's
+    /// `close()` it is still received (the receiver sees the end only once
+    /// every permit is used or dropped, as in tokio); if the receiver was
+    /// dropped, `value` is dropped at once.
     pub fn send(self, value: T) {
         let chan = self.chan;
         std::mem::forget(self);
@@ -717,7 +751,7 @@ impl<T> Permit<'_, T> {
 
 impl<T> Drop for Permit<'_, T> {
     fn drop(&mut self) {
-        self.chan.release_reserved();
+        self.chan.give_back();
     }
 }
 
@@ -735,7 +769,7 @@ struct CloseWait<'a> {
 
 impl Drop for CloseWait<'_> {
     fn drop(&mut self) {
-        self.waiters.remove(self.key, true);
+        self.waiters.remove(self.key);
     }
 }
 
@@ -952,6 +986,7 @@ macro_rules! receiver {
 
         impl<T> Drop for $name<T> {
             fn drop(&mut self) {
+                self.chan.rx_gone.store(true, Ordering::Release);
                 self.chan.close();
                 self.chan.queue.unwatch();
                 // Our waker (and the task it keeps alive) goes now, not
