@@ -76,20 +76,25 @@ impl Waiters {
 
     /// Queues the caller at the back, or refreshes the waker of its entry
     /// (which keeps its place, or its grant); an entry woken by
-    /// `notify_all` queues again. Followed by a SeqCst fence: the caller
-    /// must re-check its condition after this.
-    pub(crate) fn register(&self, key: &mut Option<usize>, waker: &Waker) {
+    /// `notify_all` queues again. Returns whether the entry holds a grant
+    /// (one that came after the caller last looked: it must use it now,
+    /// its new waker was not the one woken). Followed by a SeqCst fence:
+    /// the caller must re-check its condition after this.
+    pub(crate) fn register(&self, key: &mut Option<usize>, waker: &Waker) -> bool {
         let mut list = self.lock();
-        match *key {
+        let mut old = None;
+        let granted = match *key {
             Some(k) => {
                 let waiter = &mut list.slots[k];
                 if !waiter.waker.will_wake(waker) {
-                    waiter.waker = waker.clone();
+                    old = Some(std::mem::replace(&mut waiter.waker, waker.clone()));
                 }
-                if waiter.state == State::Woken {
+                let state = waiter.state;
+                if state == State::Woken {
                     waiter.state = State::Queued;
                     list.order.push_back(k);
                 }
+                state == State::Granted
             }
             None => {
                 let k = list.slots.insert(Waiter {
@@ -98,13 +103,17 @@ impl Waiters {
                 });
                 list.order.push_back(k);
                 *key = Some(k);
+                false
             }
-        }
+        };
         self.queued.store(list.order.len(), Ordering::Relaxed);
         drop(list);
+        // Executor code runs in a waker's drop: never under the lock.
+        drop(old);
         // Pairs with the fence in `notify_one`: either the notifier sees us
         // queued, or we see the room it made.
         fence(Ordering::SeqCst);
+        granted
     }
 
     /// Removes the caller's entry; true if it held a grant, which the
@@ -118,7 +127,11 @@ impl Waiters {
             list.order.retain(|&queued| queued != k);
             self.queued.store(list.order.len(), Ordering::Relaxed);
         }
-        waiter.state == State::Granted
+        drop(list);
+        // Executor code runs in a waker's drop: never under the lock.
+        let granted = waiter.state == State::Granted;
+        drop(waiter);
+        granted
     }
 
     /// Room was made: if a waiter is queued and `grant` takes the room for

@@ -249,7 +249,8 @@ struct Chan<Q> {
     /// The receiver was dropped or closed: sends fail.
     closed: AtomicBool,
     /// The receiver was dropped: a value sent into a reservation made
-    /// before is dropped at once.
+    /// before is dropped at once (one that races the receiver's drop
+    /// waits in the ring until the channel goes, as in tokio).
     rx_gone: AtomicBool,
     /// Raised by the receiver after it registered its waker and before it
     /// re-checks the queue; a sender wakes it only when it takes this, so a
@@ -436,6 +437,16 @@ impl<Q: Queue> Chan<Q> {
     }
 }
 
+/// Where a waiting sender stands after queueing.
+enum Room {
+    /// It holds a grant: use it now.
+    Granted,
+    /// Queued; it will be woken.
+    Waiting,
+    /// The channel closed; it is not queued.
+    Closed,
+}
+
 impl<T> Chan<Bounded<T>> {
     /// Whether a sender may take room now: one not waiting when no sender
     /// is queued (a woken sender was granted its room; nobody jumps the
@@ -444,23 +455,30 @@ impl<T> Chan<Bounded<T>> {
         !self.send_waiters.pending()
     }
 
-    /// Queues the sender (or keeps it queued) for room; false if the
-    /// channel closed (then it is not queued). Room that came before the
-    /// receiver could see it queued is granted to the front waiter, maybe
-    /// this one: no wake is lost.
-    fn wait_for_room(&self, key: &mut Option<usize>, cx: &mut Context<'_>) -> bool {
-        self.send_waiters.register(key, cx.waker());
+    /// Queues the sender (or keeps it queued) for room. Room that came
+    /// before the receiver could see it queued is granted to the front
+    /// waiter, maybe this one: no wake is lost.
+    fn wait_for_room(&self, key: &mut Option<usize>, cx: &mut Context<'_>) -> Room {
+        if self.send_waiters.register(key, cx.waker()) {
+            // Granted while we looked: the woken waker was the old one.
+            return Room::Granted;
+        }
         // `close` sets the flag before it wakes the queue (under its lock).
         if self.closed.load(Ordering::Acquire) {
-            if self.send_waiters.remove(key) {
-                self.give_back();
+            // Room granted before the close is still ours to use.
+            if self.send_waiters.granted(*key) {
+                return Room::Granted;
             }
-            return false;
+            self.leave(key);
+            return Room::Closed;
         }
         if self.queue.0.free() > 0 {
             self.send_waiters.notify_one(|| self.queue.grant());
+            if self.send_waiters.granted(*key) {
+                return Room::Granted;
+            }
         }
-        true
+        Room::Waiting
     }
 
     /// A reserved value goes in (even after a close: the reservation was
@@ -481,6 +499,10 @@ impl<T> Chan<Bounded<T>> {
     fn give_back(&self) {
         self.queue.0.release_reserved();
         self.send_waiters.notify_one(|| self.queue.grant());
+        // The release before the look at `closed`, paired with the fence
+        // of the receiver's park (`ParkFlag`): either it sees no
+        // reservation left, or we see it closed and parked.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.closed.load(Ordering::Acquire) {
             self.wake_receiver();
         }
@@ -652,31 +674,35 @@ impl<T> Future for Send<'_, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let chan = this.chan;
-        let value = this.value.take().expect("Send polled after completion");
-        if chan.send_waiters.granted(this.key) {
-            // Room was taken for us when we were woken: it is ours.
-            chan.send_waiters.remove(&mut this.key);
-            if chan.rx_gone.load(Ordering::Acquire) {
-                chan.give_back();
-                return Poll::Ready(Err(SendError(value)));
+        let mut value = this.value.take().expect("Send polled after completion");
+        let mut granted = chan.send_waiters.granted(this.key);
+        loop {
+            if granted {
+                // Room was taken for us when we were woken: it is ours.
+                chan.send_waiters.remove(&mut this.key);
+                if chan.rx_gone.load(Ordering::Acquire) {
+                    chan.give_back();
+                    return Poll::Ready(Err(SendError(value)));
+                }
+                chan.send_reserved(value);
+                return Poll::Ready(Ok(()));
             }
-            chan.send_reserved(value);
-            return Poll::Ready(Ok(()));
-        }
-        let value = if this.key.is_none() && chan.my_turn() {
-            match chan.try_send(value) {
-                Ok(()) => return Poll::Ready(Ok(())),
-                Err(TrySendError::Closed(value)) => return Poll::Ready(Err(SendError(value))),
-                Err(TrySendError::Full(value)) => value,
+            if this.key.is_none() && chan.my_turn() {
+                match chan.try_send(value) {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(TrySendError::Closed(back)) => return Poll::Ready(Err(SendError(back))),
+                    Err(TrySendError::Full(back)) => value = back,
+                }
             }
-        } else {
-            value
-        };
-        if !chan.wait_for_room(&mut this.key, cx) {
-            return Poll::Ready(Err(SendError(value)));
+            match chan.wait_for_room(&mut this.key, cx) {
+                Room::Granted => granted = true,
+                Room::Closed => return Poll::Ready(Err(SendError(value))),
+                Room::Waiting => {
+                    this.value = Some(value);
+                    return Poll::Pending;
+                }
+            }
         }
-        this.value = Some(value);
-        Poll::Pending
     }
 }
 
@@ -699,22 +725,26 @@ impl<'a, T> Future for Reserve<'a, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let chan = this.chan;
-        if chan.send_waiters.granted(this.key) {
-            // The room granted to us becomes the permit's.
-            chan.send_waiters.remove(&mut this.key);
-            return Poll::Ready(Ok(Permit { chan }));
-        }
-        if this.key.is_none() && chan.my_turn() {
-            match chan.queue.0.reserve() {
-                Ok(()) => return Poll::Ready(Ok(Permit { chan })),
-                Err(Refusal::Closed) => return Poll::Ready(Err(SendError(()))),
-                Err(Refusal::Full) => {}
+        let mut granted = chan.send_waiters.granted(this.key);
+        loop {
+            if granted {
+                // The room granted to us becomes the permit's.
+                chan.send_waiters.remove(&mut this.key);
+                return Poll::Ready(Ok(Permit { chan }));
+            }
+            if this.key.is_none() && chan.my_turn() {
+                match chan.queue.0.reserve() {
+                    Ok(()) => return Poll::Ready(Ok(Permit { chan })),
+                    Err(Refusal::Closed) => return Poll::Ready(Err(SendError(()))),
+                    Err(Refusal::Full) => {}
+                }
+            }
+            match chan.wait_for_room(&mut this.key, cx) {
+                Room::Granted => granted = true,
+                Room::Closed => return Poll::Ready(Err(SendError(()))),
+                Room::Waiting => return Poll::Pending,
             }
         }
-        if !chan.wait_for_room(&mut this.key, cx) {
-            return Poll::Ready(Err(SendError(())));
-        }
-        Poll::Pending
     }
 }
 
