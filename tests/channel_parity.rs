@@ -18,20 +18,6 @@ use ringshard::channel::mpsc::{self, TryRecvError, TrySendError};
 use ringshard::channel::oneshot;
 use ringshard::{sleep, spawn, spawn_on, yield_now, JoinHandle, Runtime, ShardId};
 
-/// Runs `body` on a one-shard runtime with `other = 0`, then on two
-/// shards with `other = 1`: the shard the scenario's other side runs on.
-fn one_and_two_shards<F, Fut>(body: F)
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    for shards in [1, 2] {
-        eprintln!("-- {shards} shard(s)");
-        let rt = common::runtime(Runtime::builder(), shards);
-        rt.block_on(body(shards - 1));
-    }
-}
-
 /// Spawns `f` on shard `other`.
 fn on<F, Fut>(other: usize, f: F) -> JoinHandle<Fut::Output>
 where
@@ -73,7 +59,7 @@ async fn queued_then<F: Future>(future: F, queued: &AtomicUsize) -> F::Output {
 /// defect: `try_send` took the room and the waiter slept again).
 #[test]
 fn a_woken_sender_owns_the_room_it_was_woken_for() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (tx, mut rx) = mpsc::bounded::<u32>(1);
         tx.send(1).await.unwrap();
         let waiting = Arc::new(AtomicUsize::new(0));
@@ -98,7 +84,7 @@ fn a_woken_sender_owns_the_room_it_was_woken_for() {
 /// Failed on 06fcc7d, whose waiters were woken without their room.
 #[test]
 fn a_newcomer_send_queues_behind_a_woken_waiter() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (tx, mut rx) = mpsc::bounded::<u32>(1);
         tx.send(1).await.unwrap();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -124,7 +110,7 @@ fn a_newcomer_send_queues_behind_a_woken_waiter() {
 /// future gives its room back.
 #[test]
 fn a_granted_waiter_that_never_runs_blocks_no_one() {
-    one_and_two_shards(|_| async move {
+    common::one_and_two_shards(|_| async move {
         let (tx, mut rx) = mpsc::bounded::<u32>(2);
         tx.send(1).await.unwrap();
         tx.send(2).await.unwrap();
@@ -146,7 +132,7 @@ fn a_granted_waiter_that_never_runs_blocks_no_one() {
 /// Waiting senders and reservations are served in the order they came.
 #[test]
 fn waiting_senders_are_served_in_order() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (tx, mut rx) = mpsc::bounded::<u32>(1);
         tx.send(0).await.unwrap();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -177,7 +163,7 @@ fn waiting_senders_are_served_in_order() {
 /// room back, to a waiting sender first.
 #[test]
 fn capacity_reserve_and_permits_mean_what_they_mean_in_tokio() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (tx, mut rx) = mpsc::bounded::<u32>(3);
         assert_eq!((tx.capacity(), tx.max_capacity()), (3, 3));
         tx.send(1).await.unwrap();
@@ -246,7 +232,7 @@ fn capacity_reserve_and_permits_mean_what_they_mean_in_tokio() {
 /// then `recv()` is `None` and `try_recv()` is `Disconnected`; sends fail.
 #[test]
 fn after_close_the_receiver_drains_then_ends() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (tx, mut rx) = mpsc::bounded::<u32>(8);
         let (utx, mut urx) = mpsc::unbounded::<u32>();
         let (t, u) = (tx.clone(), utx.clone());
@@ -279,7 +265,7 @@ fn after_close_the_receiver_drains_then_ends() {
 /// limit, appending; 0 for a limit of 0 and at the end.
 #[test]
 fn recv_many_takes_what_is_there_up_to_its_limit() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (tx, mut rx) = mpsc::bounded::<u32>(16);
         let (utx, mut urx) = mpsc::unbounded::<u32>();
         let mut buffer = vec![100];
@@ -315,7 +301,7 @@ fn recv_many_takes_what_is_there_up_to_its_limit() {
 /// kind; `Receiver::is_closed` says the channel ended for sends.
 #[test]
 fn senders_learn_the_receiver_closed() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (tx, mut rx) = mpsc::bounded::<u32>(1);
         let (utx, urx) = mpsc::unbounded::<u32>();
         let (t, u) = (tx.clone(), utx.clone());
@@ -345,7 +331,7 @@ fn senders_learn_the_receiver_closed() {
 /// `Sender` lives.
 #[test]
 fn weak_senders_upgrade_only_while_a_sender_lives() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (tx, mut rx) = mpsc::bounded::<u32>(4);
         let weak = tx.downgrade();
         let (utx, mut urx) = mpsc::unbounded::<u32>();
@@ -457,7 +443,7 @@ fn a_dropped_receiver_lets_go_of_its_waker() {
 /// `is_closed` says so.
 #[test]
 fn a_oneshot_sender_learns_the_receiver_went() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (mut tx, rx) = oneshot::channel::<u32>();
         let (mut tx2, mut rx2) = oneshot::channel::<u32>();
         let waiter = on(other, move || async move {
@@ -493,7 +479,7 @@ fn a_completed_oneshot_receiver_polled_again_is_an_error_not_a_panic() {
 /// small channel: every value arrives once, per sender in order.
 #[test]
 fn racing_senders_and_permits_lose_and_duplicate_nothing() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let (tx, mut rx) = mpsc::bounded::<(u32, u32)>(2);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut senders = Vec::new();

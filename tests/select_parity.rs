@@ -4,32 +4,16 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringshard::{select, sleep, spawn_on, Runtime, ShardId};
-
-fn one_and_two_shards<F, Fut>(body: F)
-where
-    F: Fn() -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    for shards in [1, 2] {
-        eprintln!("-- {shards} shard(s)");
-        let rt = common::runtime(Runtime::builder(), shards);
-        let body = body.clone();
-        rt.block_on(async move {
-            spawn_on(ShardId::new(shards - 1), body).await.unwrap();
-        });
-    }
-}
+use ringshard::{select, sleep};
 
 /// `else` alone is the value of the `select!`.
 #[test]
 fn else_alone_is_the_value() {
-    one_and_two_shards(|| async {
+    common::on_one_then_second_shard(|| async {
         let v: u32 = select! { else => 7 };
         assert_eq!(v, 7);
     });
@@ -38,7 +22,7 @@ fn else_alone_is_the_value() {
 /// A branch's future may borrow a temporary (tokio #6721).
 #[test]
 fn a_branch_may_borrow_a_temporary() {
-    one_and_two_shards(|| async {
+    common::on_one_then_second_shard(|| async {
         let v = select! {
             () = &mut std::future::ready(()) => 1,
             () = &mut std::future::pending::<()>() => 2,
@@ -52,7 +36,7 @@ fn a_branch_may_borrow_a_temporary() {
 /// disabled runs `else`.
 #[test]
 fn biased_preconditions_patterns_and_else() {
-    one_and_two_shards(|| async {
+    common::on_one_then_second_shard(|| async {
         let v = select! {
             biased;
             v = async { 1 } => v,
@@ -98,7 +82,7 @@ fn biased_preconditions_patterns_and_else() {
 /// there; the losers are dropped before the handler runs.
 #[test]
 fn handlers_act_in_the_enclosing_function() {
-    one_and_two_shards(|| async {
+    common::on_one_then_second_shard(|| async {
         async fn first_even(values: &[u32]) -> Result<u32, &'static str> {
             for &v in values {
                 select! {

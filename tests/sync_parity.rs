@@ -4,32 +4,19 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ringshard::sync::CancellationToken;
-use ringshard::{sleep, spawn_on, Runtime, ShardId};
-
-fn one_and_two_shards<F, Fut>(body: F)
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    for shards in [1, 2] {
-        eprintln!("-- {shards} shard(s)");
-        let rt = common::runtime(Runtime::builder(), shards);
-        rt.block_on(body(shards - 1));
-    }
-}
+use ringshard::{sleep, spawn_on, ShardId};
 
 /// `run_until_cancelled`: the future's output if it ends first; `None`,
 /// with the future dropped, once the token is cancelled; a token already
 /// cancelled never polls the future.
 #[test]
 fn run_until_cancelled_gives_the_output_or_none() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let token = CancellationToken::new();
         assert_eq!(token.run_until_cancelled(async { 1 }).await, Some(1));
         // Cancelled from the other shard while the future waits.
@@ -82,7 +69,7 @@ fn run_until_cancelled_gives_the_output_or_none() {
 /// `cancelled_owned` is a `'static` future: it can go to another shard.
 #[test]
 fn cancelled_owned_moves_into_a_task_on_any_shard() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let token = CancellationToken::new();
         let waiting = token.clone().cancelled_owned();
         let waiter = spawn_on(ShardId::new(other), move || waiting);
@@ -105,7 +92,7 @@ fn cancelled_owned_moves_into_a_task_on_any_shard() {
 /// token back uncancelled.
 #[test]
 fn drop_guards_cancel_unless_disarmed() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let token = CancellationToken::new();
         let child = token.child_token();
         let waiter = spawn_on(ShardId::new(other), move || async move {
@@ -128,7 +115,7 @@ fn drop_guards_cancel_unless_disarmed() {
 /// child of a cancelled token is born cancelled.
 #[test]
 fn children_follow_their_parent_only() {
-    one_and_two_shards(|other| async move {
+    common::one_and_two_shards(|other| async move {
         let parent = CancellationToken::new();
         let child = parent.child_token();
         let grandchild = child.child_token();

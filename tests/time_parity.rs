@@ -5,36 +5,19 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use ringshard::time::{interval, interval_at, MissedTickBehavior};
-use ringshard::{sleep, spawn_on, timeout, Runtime, ShardId};
+use ringshard::{sleep, timeout};
 
 const PERIOD: Duration = Duration::from_millis(50);
-
-/// Runs `body` on a one-shard runtime, then on shard 1 of two.
-fn one_and_two_shards<F, Fut>(body: F)
-where
-    F: Fn() -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    for shards in [1, 2] {
-        eprintln!("-- {shards} shard(s)");
-        let rt = common::runtime(Runtime::builder(), shards);
-        let body = body.clone();
-        rt.block_on(async move {
-            spawn_on(ShardId::new(shards - 1), body).await.unwrap();
-        });
-    }
-}
 
 /// The first tick is at once; `reset` puts the next a period from now;
 /// `reset_immediately` makes it due at once; `reset_after` and `reset_at`
 /// put it where they say, and the ticks after keep the period.
 #[test]
 fn the_resets_put_the_next_tick_where_tokio_does() {
-    one_and_two_shards(|| async {
+    common::on_one_then_second_shard(|| async {
         let start = Instant::now();
         let mut every = interval(PERIOD);
         let first = every.tick().await;
@@ -84,7 +67,7 @@ fn the_resets_put_the_next_tick_where_tokio_does() {
 /// `Delay` restarts a period after the late tick, `Skip` keeps the phase.
 #[test]
 fn missed_ticks_burst_delay_or_skip() {
-    one_and_two_shards(|| async {
+    common::on_one_then_second_shard(|| async {
         for behaviour in [
             MissedTickBehavior::Burst,
             MissedTickBehavior::Delay,
@@ -125,7 +108,7 @@ fn missed_ticks_burst_delay_or_skip() {
 /// timeout; a late one is `Elapsed` no sooner than the deadline.
 #[test]
 fn timeouts_poll_the_future_first_and_elapse_no_sooner() {
-    one_and_two_shards(|| async {
+    common::on_one_then_second_shard(|| async {
         assert_eq!(timeout(Duration::ZERO, async { 3 }).await, Ok(3));
         let start = Instant::now();
         let late = timeout(PERIOD, std::future::pending::<()>()).await;

@@ -231,3 +231,36 @@ pub fn wait_listening(addr: impl std::net::ToSocketAddrs + Copy) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Runs `body` on a one-shard runtime with `other = 0`, then on two
+/// shards with `other = 1`: the shard a scenario's other side runs on
+/// (the parity tests).
+pub fn one_and_two_shards<F, Fut>(body: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for shards in [1, 2] {
+        eprintln!("-- {shards} shard(s)");
+        let rt = runtime(Runtime::builder(), shards);
+        rt.block_on(body(shards - 1));
+    }
+}
+
+/// Runs `body` on a one-shard runtime, then on shard 1 of two.
+pub fn on_one_then_second_shard<F, Fut>(body: F)
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    for shards in [1, 2] {
+        eprintln!("-- {shards} shard(s)");
+        let rt = runtime(Runtime::builder(), shards);
+        let body = body.clone();
+        rt.block_on(async move {
+            ringshard::spawn_on(ringshard::ShardId::new(shards - 1), body)
+                .await
+                .unwrap();
+        });
+    }
+}

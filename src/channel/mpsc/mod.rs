@@ -369,7 +369,18 @@ impl<Q: Queue> Chan<Q> {
         }
     }
 
-    /// `Sender::closed`: ready once the receiver closed or went.
+    /// `Sender::closed`: waits until the receiver closed or went.
+    async fn closed(&self) {
+        let mut key = None;
+        // Removes the wait if the future is dropped while pending.
+        let guard = CloseWait {
+            waiters: &self.close_waiters,
+            key: &mut key,
+        };
+        std::future::poll_fn(|cx| self.poll_closed(guard.key, cx)).await;
+    }
+
+    /// Ready once the receiver closed or went.
     fn poll_closed(&self, key: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<()> {
         if !self.closed.load(Ordering::Acquire) {
             self.close_waiters.register(key, cx.waker());
@@ -589,13 +600,7 @@ impl<T> Sender<T> {
     ///
     /// Cancel safe: it only waits.
     pub async fn closed(&self) {
-        let mut key = None;
-        // Removes the wait if the future is dropped while pending.
-        let guard = CloseWait {
-            waiters: &self.chan.close_waiters,
-            key: &mut key,
-        };
-        std::future::poll_fn(|cx| self.chan.poll_closed(guard.key, cx)).await;
+        self.chan.closed().await
     }
 
     /// A sender that does not keep the channel open; see [`WeakSender`].
@@ -803,35 +808,48 @@ impl Drop for CloseWait<'_> {
     }
 }
 
-/// A [`Sender`] that does not count: the channel ends (the receiver sees
-/// `None`) once every `Sender` is gone, whatever `WeakSender`s remain.
-/// [`upgrade`](WeakSender::upgrade) gives a `Sender` while one lives.
-pub struct WeakSender<T> {
-    chan: Arc<Chan<Bounded<T>>>,
-}
-
-impl<T> WeakSender<T> {
-    /// A `Sender`, if one still lives.
-    pub fn upgrade(&self) -> Option<Sender<T>> {
-        self.chan.upgrade().then(|| Sender {
-            chan: self.chan.clone(),
-        })
-    }
-}
-
-impl<T> Clone for WeakSender<T> {
-    fn clone(&self) -> WeakSender<T> {
-        WeakSender {
-            chan: self.chan.clone(),
+/// A weak sender type (`$weak`) for a sender type (`$strong`).
+macro_rules! weak_sender {
+    ($(#[$doc:meta])* $weak:ident, $strong:ident, $queue:ident) => {
+        $(#[$doc])*
+        pub struct $weak<T> {
+            chan: Arc<Chan<$queue<T>>>,
         }
-    }
+
+        impl<T> $weak<T> {
+            #[doc = concat!("A `", stringify!($strong), "`, if one still lives.")]
+            pub fn upgrade(&self) -> Option<$strong<T>> {
+                self.chan.upgrade().then(|| $strong {
+                    chan: self.chan.clone(),
+                })
+            }
+        }
+
+        impl<T> Clone for $weak<T> {
+            fn clone(&self) -> $weak<T> {
+                $weak {
+                    chan: self.chan.clone(),
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $weak<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($weak)).finish()
+            }
+        }
+    };
 }
 
-impl<T> fmt::Debug for WeakSender<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WeakSender").finish()
-    }
-}
+weak_sender!(
+    /// A [`Sender`] that does not count: the channel ends (the receiver
+    /// sees `None`) once every `Sender` is gone, whatever `WeakSender`s
+    /// remain. [`upgrade`](WeakSender::upgrade) gives a `Sender` while one
+    /// lives.
+    WeakSender,
+    Sender,
+    Bounded
+);
 
 /// The sending half of an [`unbounded`] channel.
 pub struct UnboundedSender<T> {
@@ -858,13 +876,7 @@ impl<T> UnboundedSender<T> {
     ///
     /// Cancel safe: it only waits.
     pub async fn closed(&self) {
-        let mut key = None;
-        // Removes the wait if the future is dropped while pending.
-        let guard = CloseWait {
-            waiters: &self.chan.close_waiters,
-            key: &mut key,
-        };
-        std::future::poll_fn(|cx| self.chan.poll_closed(guard.key, cx)).await;
+        self.chan.closed().await
     }
 
     /// A sender that does not keep the channel open; see
@@ -876,33 +888,12 @@ impl<T> UnboundedSender<T> {
     }
 }
 
-/// An [`UnboundedSender`] that does not count, as [`WeakSender`].
-pub struct WeakUnboundedSender<T> {
-    chan: Arc<Chan<Unbounded<T>>>,
-}
-
-impl<T> WeakUnboundedSender<T> {
-    /// An `UnboundedSender`, if one still lives.
-    pub fn upgrade(&self) -> Option<UnboundedSender<T>> {
-        self.chan.upgrade().then(|| UnboundedSender {
-            chan: self.chan.clone(),
-        })
-    }
-}
-
-impl<T> Clone for WeakUnboundedSender<T> {
-    fn clone(&self) -> WeakUnboundedSender<T> {
-        WeakUnboundedSender {
-            chan: self.chan.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for WeakUnboundedSender<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WeakUnboundedSender").finish()
-    }
-}
+weak_sender!(
+    /// An [`UnboundedSender`] that does not count, as [`WeakSender`].
+    WeakUnboundedSender,
+    UnboundedSender,
+    Unbounded
+);
 
 impl<T> Clone for UnboundedSender<T> {
     fn clone(&self) -> UnboundedSender<T> {
