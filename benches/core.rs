@@ -1,5 +1,6 @@
 //! Core runtime throughput, ringshard beside tokio's current_thread runtime in
-//! the same process: spawn+join and timer register+cancel.
+//! the same process: spawn+join and timer register+cancel; and how late a
+//! `sleep` on an idle runtime wakes (p50, p99, max, and how many early).
 //!
 //! `taskset -c 0 cargo bench --bench core` (one core: both runtimes run on
 //! the calling thread). Rounds alternate between the runtimes; the median
@@ -142,6 +143,37 @@ fn compare(name: &str, ours: impl Fn() -> f64, theirs: impl Fn() -> f64) {
     );
 }
 
+/// Sleeps of 0.1–5 ms one after another on an idle runtime: how late each
+/// wakes after its deadline (µs), and how many woke early.
+fn lateness(sleep: impl Fn(Duration) -> Duration, count: usize) -> (Vec<f64>, usize) {
+    let mut seed = 0x9e37_79b9u64;
+    let mut late = Vec::with_capacity(count);
+    let mut early = 0;
+    for _ in 0..count {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wanted = Duration::from_micros(100 + seed % 4900);
+        let slept = sleep(wanted);
+        match slept.checked_sub(wanted) {
+            Some(extra) => late.push(extra.as_secs_f64() * 1e6),
+            None => early += 1,
+        }
+    }
+    late.sort_by(f64::total_cmp);
+    (late, early)
+}
+
+fn report_lateness(name: &str, (late, early): (Vec<f64>, usize)) {
+    let at = |q: f64| late[((late.len() - 1) as f64 * q) as usize];
+    println!(
+        "{name:<10} sleep lateness  p50 {:>7.1} µs   p99 {:>7.1} µs   max {:>7.1} µs   early {early}",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+}
+
 fn main() {
     // `cargo test --benches` runs bench binaries with no arguments other
     // than `--bench` absent; keep that run short.
@@ -174,5 +206,44 @@ fn main() {
         "sleep_until poll+drop",
         || timers_until_ringshard(&ours),
         || timers_until_tokio(&theirs),
+    );
+    const SLEEPS: usize = 1000;
+    report_lateness(
+        "ringshard",
+        lateness(
+            |d| {
+                ours.block_on(async {
+                    let start = Instant::now();
+                    ringshard::sleep(d).await;
+                    start.elapsed()
+                })
+            },
+            SLEEPS,
+        ),
+    );
+    // The machine's floor: a plain thread's sleep (nanosleep).
+    report_lateness(
+        "thread",
+        lateness(
+            |d| {
+                let start = Instant::now();
+                std::thread::sleep(d);
+                start.elapsed()
+            },
+            SLEEPS,
+        ),
+    );
+    report_lateness(
+        "tokio",
+        lateness(
+            |d| {
+                theirs.block_on(async {
+                    let start = Instant::now();
+                    tokio::time::sleep(d).await;
+                    start.elapsed()
+                })
+            },
+            SLEEPS,
+        ),
     );
 }

@@ -502,7 +502,7 @@ impl Core {
 
     fn park_duration(&self) -> Option<Duration> {
         let deadline = self.wheel.borrow().next_deadline().map(|tick| {
-            match self.origin.checked_add(Duration::from_millis(tick)) {
+            match self.origin.checked_add(Duration::from_micros(tick)) {
                 Some(at) => at.saturating_duration_since(Instant::now()),
                 None => Duration::MAX,
             }
@@ -565,15 +565,17 @@ impl Core {
             .store(driver.in_flight, Ordering::Relaxed);
     }
 
+    /// The wheel's tick (1 µs since `origin`) that `instant` is in.
     fn tick_floor(&self, instant: Instant) -> u64 {
         let since = instant.saturating_duration_since(self.origin);
-        (since.as_secs().saturating_mul(1000)).saturating_add(u64::from(since.subsec_millis()))
+        (since.as_secs().saturating_mul(1_000_000)).saturating_add(u64::from(since.subsec_micros()))
     }
 
+    /// The first tick at or after `instant`: a timer there never fires early.
     fn tick_ceil(&self, instant: Instant) -> u64 {
         let since = instant.saturating_duration_since(self.origin);
-        (since.as_secs().saturating_mul(1000))
-            .saturating_add(u64::from(since.subsec_nanos().div_ceil(1_000_000)))
+        (since.as_secs().saturating_mul(1_000_000))
+            .saturating_add(u64::from(since.subsec_nanos().div_ceil(1_000)))
     }
 
     /// Polls a sleep until `deadline`: ready once the shard's clock has

@@ -1,9 +1,11 @@
 //! Time: [`sleep`], [`sleep_until`], [`timeout`], [`interval`].
 //!
-//! Every shard has its own timer wheel (1 ms slots, see `wheel.rs`); a
+//! Every shard has its own timer wheel (1 µs ticks, see `wheel.rs`); a
 //! [`Sleep`] registers on the wheel of the shard that polls it. A shard with
 //! nothing else to do parks until exactly the next deadline. Timers never fire
-//! early: a deadline is rounded *up* to the next millisecond tick.
+//! early: a deadline is rounded *up* to the next microsecond tick. On the
+//! epoll driver the park itself is in milliseconds (`epoll_wait`), so a
+//! sleep there wakes up to 1 ms late.
 
 pub(crate) mod wheel;
 

@@ -2,12 +2,16 @@
 //!
 //! # Geometry
 //!
-//! Time is counted in *ticks* of 1 ms since the shard's origin. The wheel has
-//! [`LEVELS`] = 6 levels of [`SLOTS`] = 64 slots. A slot on level `k` covers
-//! `64^k` ticks, so level 0 holds the next 64 ms one tick per slot, level 1 the
-//! next ~4 s in 64 ms slots, … and level 5 spans `64^6` ms ≈ 795 days. A
-//! deadline further away than that is clamped to the wheel's horizon; the caller
-//! (the `Sleep` future) re-registers when the clamped entry fires early.
+//! Time is counted in *ticks* of 1 µs since the shard's origin (the shard
+//! converts; the wheel knows only ticks). The wheel has [`LEVELS`] = 7
+//! levels of [`SLOTS`] = 64 slots. A slot on level `k` covers `64^k` ticks,
+//! so level 0 holds the next 64 µs one tick per slot, level 1 the next 4 ms
+//! in 64 µs slots, level 2 the next 262 ms, … and level 6 spans `64^7` µs ≈
+//! 51 days. A deadline further away than that is clamped to the wheel's
+//! horizon; the caller (the `Sleep` future) re-registers when the clamped
+//! entry fires early. A deadline is never rounded by more than a tick: a
+//! slot on a higher level is cascaded when `elapsed` reaches its start, and
+//! its entries land on lower levels, down to their own microsecond.
 //!
 //! An entry is placed on the lowest level whose slot boundary separates its
 //! deadline from `elapsed` (the highest 6-bit digit in which they differ), so:
@@ -26,7 +30,7 @@
 use std::task::Waker;
 
 /// Number of levels.
-pub(crate) const LEVELS: usize = 6;
+pub(crate) const LEVELS: usize = 7;
 /// Slots per level (a power of two; 6 bits of the tick per level).
 pub(crate) const SLOTS: usize = 64;
 const SLOT_BITS: u32 = 6;
