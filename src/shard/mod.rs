@@ -41,7 +41,7 @@ use self::watch::Watches;
 use crate::context::with_current;
 use crate::driver::{Driver, Ready};
 use crate::task::{Runnable, ShardId};
-use crate::time::wheel::{TimerKey, Wheel};
+use crate::time::wheel::{self, TimerKey, Wheel};
 
 /// Inbox checks between two clock reads while spinning.
 const SPIN_CHECKS: u32 = 32;
@@ -502,7 +502,7 @@ impl Core {
 
     fn park_duration(&self) -> Option<Duration> {
         let deadline = self.wheel.borrow().next_deadline().map(|tick| {
-            match self.origin.checked_add(Duration::from_micros(tick)) {
+            match self.origin.checked_add(wheel::tick_start(tick)) {
                 Some(at) => at.saturating_duration_since(Instant::now()),
                 None => Duration::MAX,
             }
@@ -565,17 +565,14 @@ impl Core {
             .store(driver.in_flight, Ordering::Relaxed);
     }
 
-    /// The wheel's tick (1 µs since `origin`) that `instant` is in.
+    /// The wheel's tick that `instant` is in.
     fn tick_floor(&self, instant: Instant) -> u64 {
-        let since = instant.saturating_duration_since(self.origin);
-        (since.as_secs().saturating_mul(1_000_000)).saturating_add(u64::from(since.subsec_micros()))
+        wheel::tick_floor(instant.saturating_duration_since(self.origin))
     }
 
     /// The first tick at or after `instant`: a timer there never fires early.
     fn tick_ceil(&self, instant: Instant) -> u64 {
-        let since = instant.saturating_duration_since(self.origin);
-        (since.as_secs().saturating_mul(1_000_000))
-            .saturating_add(u64::from(since.subsec_nanos().div_ceil(1_000)))
+        wheel::tick_ceil(instant.saturating_duration_since(self.origin))
     }
 
     /// Polls a sleep until `deadline`: ready once the shard's clock has

@@ -38,6 +38,32 @@ const SLOT_BITS: u32 = 6;
 pub(crate) const HORIZON: u64 = (1 << (SLOT_BITS * LEVELS as u32)) - 1;
 const NIL: u32 = u32::MAX;
 
+/// The length of a tick.
+#[cfg(test)]
+const TICK: std::time::Duration = std::time::Duration::from_micros(1);
+
+/// The tick `since` (a time since the shard's origin) falls in.
+pub(crate) fn tick_floor(since: std::time::Duration) -> u64 {
+    since
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(since.subsec_micros()))
+}
+
+/// The first tick at or after `since`: a timer there never fires early, and
+/// at most one tick late.
+pub(crate) fn tick_ceil(since: std::time::Duration) -> u64 {
+    since
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(since.subsec_nanos().div_ceil(1_000)))
+}
+
+/// Where tick `tick` starts, as a time since the origin.
+pub(crate) fn tick_start(tick: u64) -> std::time::Duration {
+    std::time::Duration::from_micros(tick)
+}
+
 /// Identifies one registered timer. Stale keys (fired or cancelled) are
 /// recognised by their generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +337,21 @@ mod tests {
         let mut fired = Vec::new();
         wheel.advance(now, &mut fired);
         fired.into_iter().for_each(Waker::wake);
+    }
+
+    /// A deadline is rounded up by less than one microsecond tick (it was
+    /// a millisecond before issue 16), never down.
+    #[test]
+    fn deadlines_round_up_by_less_than_a_tick() {
+        use std::time::Duration;
+        let deadline = Duration::from_micros(1500) + Duration::from_nanos(1);
+        assert_eq!(super::tick_ceil(deadline), 1501);
+        assert_eq!(super::tick_floor(deadline), 1500);
+        assert_eq!(super::tick_ceil(Duration::from_micros(1500)), 1500);
+        let fires_at = super::tick_start(super::tick_ceil(deadline));
+        assert!(fires_at >= deadline && fires_at - deadline < super::TICK);
+        assert_eq!(super::tick_start(3_000_000_000), Duration::from_secs(3000));
+        assert_eq!(super::tick_ceil(Duration::MAX), u64::MAX);
     }
 
     #[test]
