@@ -23,20 +23,16 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::servers::Server;
+
 const SERVERS: &str = "ringshard,tokio,monoio";
-const BUFFER: usize = 16 * 1024;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--serve") {
-        let kind = args[i + 1].clone();
-        let cpu: usize = args[i + 2].parse().expect("cpu");
-        support::pin_to(&[cpu]).expect("pin server");
-        return serve(&kind);
+    if support::servers::serve_if_child(&args) {
+        return;
     }
     let full = args.iter().any(|a| a == "--bench");
     let value = |name: &str| support::flag::<f64>(&args, name);
@@ -71,7 +67,7 @@ fn main() {
     );
     let servers: Vec<Server> = kinds
         .iter()
-        .map(|kind| Server::start(kind, server_cpu))
+        .map(|kind| Server::start(kind, &[server_cpu], 1).expect("start server"))
         .collect();
     let modes: Vec<Option<u64>> = match (full, text("--mode").unwrap_or("both")) {
         (false, _) => vec![None],
@@ -107,7 +103,7 @@ fn main() {
                 for k in 0..servers.len() {
                     // Rotate the order each round so no server always goes first.
                     let s = (k + round) % servers.len();
-                    samples[s].push(servers[s].measure(conns, size, duration, rate));
+                    samples[s].push(measure(&servers[s], conns, size, duration, rate));
                 }
             }
             let med: Vec<Sample> = samples.iter().map(|s| median(s)).collect();
@@ -149,11 +145,6 @@ fn median(samples: &[Sample]) -> Sample {
     }
 }
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
 /// Connection churn: client threads (on the load CPU) each loop connect,
 /// one 64-byte echo, close. Reports connections/s and server CPU per
 /// connection: what accept costs.
@@ -166,7 +157,7 @@ fn churn(servers: &[Server], names: &[String], rounds: usize, duration: Duration
     for round in 0..rounds {
         for k in 0..servers.len() {
             let s = (k + round) % servers.len();
-            let (addr, pid) = (servers[s].addr, servers[s].child.id());
+            let (addr, pid) = (servers[s].addr, servers[s].pid());
             let before = support::process_cpu(pid).unwrap();
             let start = std::time::Instant::now();
             let threads: Vec<_> = (0..THREADS)
@@ -231,161 +222,36 @@ fn short_name(kind: &str) -> String {
     }
 }
 
-impl Server {
-    fn start(kind: &str, cpu: usize) -> Server {
-        let (base, tune) = kind.split_once(':').unwrap_or((kind, ""));
-        let mut command = Command::new(std::env::current_exe().unwrap());
-        command.env_remove("RINGSHARD_DRIVER");
-        let base = match base {
-            // The same server on the readiness driver.
-            "ringshard-epoll" => {
-                command.env("RINGSHARD_DRIVER", "epoll");
-                "ringshard"
-            }
-            other => other,
-        };
-        command.args(["--serve", base, &cpu.to_string()]);
-        if base == "ringshard" {
-            command.env("RINGSHARD_URING_TUNE", tune);
-        }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start server");
-        let addr = support::read_addr(&mut child, base);
-        Server { child, addr }
+/// One load run against `server`: medians are taken over these.
+fn measure(
+    server: &Server,
+    conns: usize,
+    size: usize,
+    duration: Duration,
+    rate: Option<u64>,
+) -> Sample {
+    let warmup = Duration::from_millis(300);
+    let pid = server.pid();
+    // CPU is read around the whole run (connect, warm-up, measure) and
+    // divided by the requests of the whole run, so both cover the same work.
+    let before = support::process_cpu(pid).unwrap();
+    let load = support::Load {
+        addr: server.addr,
+        conns,
+        size,
+        duration,
+        warmup,
+        rate,
+        progress: false,
+        server_pid: None,
+    };
+    let report = support::run(&load).expect("load");
+    let after = support::process_cpu(pid).unwrap();
+    let all_requests =
+        report.requests as f64 * (warmup + duration).as_secs_f64() / duration.as_secs_f64();
+    Sample {
+        qps: report.qps(),
+        p99_us: report.percentile_us(0.99),
+        cpu_ns: (after - before).as_nanos() as f64 / all_requests,
     }
-
-    fn measure(&self, conns: usize, size: usize, duration: Duration, rate: Option<u64>) -> Sample {
-        let warmup = Duration::from_millis(300);
-        let pid = self.child.id();
-        // CPU is read around the whole run (connect, warm-up, measure) and
-        // divided by the requests of the whole run, so both cover the same work.
-        let before = support::process_cpu(pid).unwrap();
-        let load = support::Load {
-            addr: self.addr,
-            conns,
-            size,
-            duration,
-            warmup,
-            rate,
-            progress: false,
-        };
-        let report = support::run(&load).expect("load");
-        let after = support::process_cpu(pid).unwrap();
-        let all_requests =
-            report.requests as f64 * (warmup + duration).as_secs_f64() / duration.as_secs_f64();
-        Sample {
-            qps: report.qps(),
-            p99_us: report.percentile_us(0.99),
-            cpu_ns: (after - before).as_nanos() as f64 / all_requests,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The child: an echo server of `kind` on one thread; prints its address.
-fn serve(kind: &str) {
-    match kind {
-        "ringshard" => serve_ringshard(),
-        "tokio" => serve_tokio(),
-        "monoio" => serve_monoio(),
-        _ => panic!("unknown server {kind}"),
-    }
-}
-
-fn serve_ringshard() {
-    use ringshard::net::TcpListener;
-    let rt = ringshard::Runtime::builder()
-        .worker_threads(1)
-        .pin_threads(false)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        support::announce(listener.local_addr().unwrap());
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            ringshard::spawn(async move {
-                let mut buf = Vec::with_capacity(BUFFER);
-                loop {
-                    let (res, read) = stream.read(buf).await;
-                    if !matches!(res, Ok(n) if n > 0) {
-                        return;
-                    }
-                    let (res, written) = stream.write_all(read).await;
-                    if res.is_err() {
-                        return;
-                    }
-                    buf = written;
-                }
-            });
-        }
-    });
-}
-
-fn serve_tokio() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        support::announce(listener.local_addr().unwrap());
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; BUFFER];
-                loop {
-                    let n = match stream.read(&mut buf).await {
-                        Ok(n) if n > 0 => n,
-                        _ => return,
-                    };
-                    if stream.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-}
-
-fn serve_monoio() {
-    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        support::announce(listener.local_addr().unwrap());
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            monoio::spawn(async move {
-                let mut buf = Vec::with_capacity(BUFFER);
-                loop {
-                    let (res, read) = stream.read(buf).await;
-                    if !matches!(res, Ok(n) if n > 0) {
-                        return;
-                    }
-                    let (res, written) = stream.write_all(read).await;
-                    if res.is_err() {
-                        return;
-                    }
-                    buf = written;
-                }
-            });
-        }
-    });
 }

@@ -1,7 +1,11 @@
 //! Shared by `examples/echo_bench.rs` and the benches: the echo load
-//! generator (ringshard, one shard), thread pinning, CPU accounting, flags.
+//! generator (ringshard, one shard), the echo servers, the latency plot,
+//! thread pinning, CPU accounting, flags.
 
 #![allow(dead_code, reason = "the example and the bench use different parts")]
+
+pub mod plot;
+pub mod servers;
 
 use std::cell::Cell;
 use std::io;
@@ -25,6 +29,8 @@ pub struct Load {
     pub rate: Option<u64>,
     /// Print a progress line every second.
     pub progress: bool,
+    /// The server's process, whose CPU time is read over the measured window.
+    pub server_pid: Option<u32>,
 }
 
 /// What the load measured (after warm-up).
@@ -33,6 +39,11 @@ pub struct Report {
     pub elapsed: Duration,
     /// Round-trip latency, nanoseconds.
     pub latency: Histogram<u64>,
+    /// CPU time the load generator's process used in the measured window.
+    pub load_cpu: Duration,
+    /// CPU time the server's process used in the measured window, when
+    /// `Load::server_pid` named it.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Report {
@@ -105,6 +116,22 @@ pub fn run(load: &Load) -> io::Result<Report> {
                 Ok::<_, io::Error>(latency)
             }));
         }
+        // CPU over the measured window, both sides: which one ran out first.
+        let window = ringshard::spawn({
+            let server_pid = load.server_pid;
+            let read = move || (own_cpu(), server_pid.map(|pid| process_cpu(pid).ok()));
+            async move {
+                ringshard::time::sleep_until(measure_from).await;
+                let before = read();
+                ringshard::time::sleep_until(end).await;
+                let after = read();
+                let server = match (before.1, after.1) {
+                    (Some(Some(before)), Some(Some(after))) => Some(after.saturating_sub(before)),
+                    _ => None,
+                };
+                (after.0.saturating_sub(before.0), server)
+            }
+        });
         if load.progress {
             let done = done.clone();
             ringshard::spawn(async move {
@@ -127,10 +154,15 @@ pub fn run(load: &Load) -> io::Result<Report> {
                 .map_err(|e| io::Error::other(format!("load task failed: {e}")))??;
             latency.add(conn_latency).unwrap();
         }
+        let (load_cpu, server_cpu) = window
+            .await
+            .map_err(|e| io::Error::other(format!("CPU window task failed: {e}")))?;
         Ok(Report {
             requests: done.get(),
             elapsed: load.duration,
             latency,
+            load_cpu,
+            server_cpu,
         })
     })
 }
@@ -180,6 +212,16 @@ pub fn process_cpu(pid: u32) -> io::Result<Duration> {
     // SAFETY: sysconf has no memory arguments.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// CPU time (user + system) the calling process has used, all threads.
+pub fn own_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Prints the address a server child process listens on, its first line of
