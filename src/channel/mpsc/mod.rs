@@ -98,6 +98,9 @@ pub fn unbounded<T>() -> (UnboundedSender<T>, UnboundedReceiver<T>) {
 /// by the receiver.
 trait Queue {
     type Item;
+    /// Whether senders can wait for room (bounded queues): a pop then
+    /// hands the room it made to the oldest.
+    const SENDERS_WAIT: bool;
     /// Adds a value; says how to learn whether the receiver must be woken.
     fn push(&self, value: Self::Item) -> Result<Wake, Refused<Self::Item>>;
     fn pop(&self) -> Option<Self::Item>;
@@ -109,6 +112,8 @@ trait Queue {
     /// Marks the receiver as waiting for the next value, if the queue can;
     /// watched by the current shard if `watch` and the queue can.
     fn park(&self, watch: bool) -> Wait;
+    /// The receiver found a value after `park`: pushes need not wake it.
+    fn unpark(&self) {}
     /// The receiver is going away: no shard may keep watching for it.
     fn unwatch(&self) {}
     fn len(&self) -> usize;
@@ -125,8 +130,6 @@ enum Wake {
     Now,
     /// It was not.
     No,
-    /// The queue cannot tell: check `Chan::rx_parked`.
-    Check,
 }
 
 /// Bounded channels queue through a [`Ring`].
@@ -134,6 +137,7 @@ struct Bounded<T>(Ring<T>);
 
 impl<T> Queue for Bounded<T> {
     type Item = T;
+    const SENDERS_WAIT: bool = true;
     fn push(&self, value: T) -> Result<Wake, Refused<T>> {
         match self.0.push(value) {
             Ok(true) => Ok(Wake::Now),
@@ -170,13 +174,21 @@ impl<T> Queue for Bounded<T> {
 }
 
 /// Unbounded channels queue through a `SegQueue`. To close exactly, each
-/// push counts itself in `started` (in steps of 2, wrapping) before it
-/// pushes; bit 0 is the close. One location, so its modification order
-/// decides: a push whose increment saw bit 0 clear got in before the close
-/// and will arrive, one that saw it set refuses. The close's `fetch_or`
-/// returns how many got in (`expected`), and the receiver is finished once
-/// it has taken that many. One read-modify-write per send, on a line only
-/// senders write; the receiver's counts are on its own line.
+/// push counts itself in `started` (in steps of [`UNBOUNDED_STEP`],
+/// wrapping) before it pushes; bit 0 is the close. One location, so its
+/// modification order decides: a push whose increment saw bit 0 clear got
+/// in before the close and will arrive, one that saw it set refuses. The
+/// close's `fetch_or` returns how many got in (`expected`), and the
+/// receiver is finished once it has taken that many.
+///
+/// Bit 1 is the receiver's park, in the same word for the same reason: the
+/// receiver sets it with a read-modify-write that also reads the count, so
+/// either a push counted itself first (the receiver sees more started than
+/// taken and polls again instead of sleeping) or it counts itself after
+/// and its increment sees the bit (it wakes the receiver once its value is
+/// in). A send is one read-modify-write on a line only senders write while
+/// the receiver is busy, and no fence; the receiver's counts are on its
+/// own line.
 struct Unbounded<T> {
     queue: SegQueue<T>,
     started: CachePadded<AtomicUsize>,
@@ -185,10 +197,14 @@ struct Unbounded<T> {
     taken: CachePadded<(AtomicUsize, AtomicUsize)>,
 }
 
-/// Bit 0 of `Unbounded::started`.
+/// Bit 0 of `Unbounded::started`: closed.
 const UNBOUNDED_CLOSED: usize = 1;
+/// Bit 1 of `Unbounded::started`: the receiver waits for a push.
+const UNBOUNDED_PARKED: usize = 2;
+/// One push in `Unbounded::started`.
+const UNBOUNDED_STEP: usize = 4;
 /// The bits of the unbounded channel's counts.
-const UNBOUNDED_COUNT: usize = usize::MAX >> 1;
+const UNBOUNDED_COUNT: usize = usize::MAX >> 2;
 
 impl<T> Unbounded<T> {
     fn new() -> Unbounded<T> {
@@ -204,8 +220,11 @@ impl<T> Unbounded<T> {
 
 impl<T> Queue for Unbounded<T> {
     type Item = T;
+    const SENDERS_WAIT: bool = false;
     fn push(&self, value: T) -> Result<Wake, Refused<T>> {
-        let before = self.started.fetch_add(2, Ordering::Relaxed);
+        // AcqRel: it orders this push after a park it sees (Acquire), and
+        // a close's count after the pushes it counts.
+        let before = self.started.fetch_add(UNBOUNDED_STEP, Ordering::AcqRel);
         if before & UNBOUNDED_CLOSED != 0 {
             // The receiver counted the pushes at its close; this one is
             // not among them. (The counter is never taken back: only its
@@ -213,10 +232,38 @@ impl<T> Queue for Unbounded<T> {
             return Err(Refused::Closed(value));
         }
         self.queue.push(value);
-        Ok(Wake::Check)
+        #[cfg(not(ringshard_broken = "unbounded_push_ignores_park"))]
+        if before & UNBOUNDED_PARKED != 0 {
+            // The receiver parked before this push counted itself: it may
+            // be asleep. One of the senders that saw the bit clears it and
+            // wakes it, after its own value is in.
+            let now = self.started.fetch_and(!UNBOUNDED_PARKED, Ordering::AcqRel);
+            if now & UNBOUNDED_PARKED != 0 {
+                return Ok(Wake::Now);
+            }
+        }
+        Ok(Wake::No)
     }
     fn park(&self, _watch: bool) -> Wait {
+        let now = self.started.fetch_or(UNBOUNDED_PARKED, Ordering::AcqRel);
+        let in_flight = if now & UNBOUNDED_CLOSED != 0 {
+            // Refused pushes count too: compare with what got in.
+            !self.finished()
+        } else {
+            (now / UNBOUNDED_STEP) & UNBOUNDED_COUNT != self.taken.0.load(Ordering::Relaxed)
+        };
+        if in_flight {
+            // A push counted itself and its value is (nearly) in: take it
+            // rather than sleep, and let later pushes wake no one.
+            self.unpark();
+            return Wait::Arrived;
+        }
         Wait::Parked
+    }
+    fn unpark(&self) {
+        if self.started.load(Ordering::Relaxed) & UNBOUNDED_PARKED != 0 {
+            self.started.fetch_and(!UNBOUNDED_PARKED, Ordering::Relaxed);
+        }
     }
     fn pop(&self) -> Option<T> {
         let value = self.queue.pop()?;
@@ -227,9 +274,12 @@ impl<T> Queue for Unbounded<T> {
         Some(value)
     }
     fn close(&self) {
-        let before = self.started.fetch_or(UNBOUNDED_CLOSED, Ordering::Relaxed);
+        let before = self.started.fetch_or(UNBOUNDED_CLOSED, Ordering::AcqRel);
         debug_assert_eq!(before & UNBOUNDED_CLOSED, 0, "closed once (Chan::close)");
-        self.taken.1.store(before >> 1, Ordering::Relaxed);
+        self.taken.1.store(
+            (before / UNBOUNDED_STEP) & UNBOUNDED_COUNT,
+            Ordering::Relaxed,
+        );
     }
     fn finished(&self) -> bool {
         // Every push that got in is popped (so visible): nothing can come.
@@ -253,8 +303,9 @@ struct Chan<Q> {
     /// waits in the ring until the channel goes, as in tokio).
     rx_gone: AtomicBool,
     /// Raised by the receiver after it registered its waker and before it
-    /// re-checks the queue; a sender wakes it only when it takes this, so a
-    /// busy receiver costs senders one read.
+    /// re-checks the queue; the last sender's drop (and a reservation
+    /// given back after a close) wakes it only when it takes this. Pushes
+    /// wake it through the queue's own park (`Queue::park`).
     rx_parked: CachePadded<ParkFlag>,
     /// On its own line: the receiver writes it each time it waits, and a
     /// sender reads the line next to it on every send.
@@ -279,8 +330,7 @@ impl<Q: Queue> Chan<Q> {
         }
     }
 
-    /// After an unbounded push or the last sender's drop: wakes the receiver
-    /// if parked.
+    /// After the last sender's drop: wakes the receiver if parked.
     fn wake_receiver(&self) {
         // The handshake with `poll_recv` (see `ParkFlag`).
         if self.rx_parked.take() {
@@ -295,10 +345,6 @@ impl<Q: Queue> Chan<Q> {
                 Ok(())
             }
             Ok(Wake::No) => Ok(()),
-            Ok(Wake::Check) => {
-                self.wake_receiver();
-                Ok(())
-            }
             Err(Refused::Full(value)) => Err(TrySendError::Full(value)),
             // A refusal changes nothing the receiver waits on.
             Err(Refused::Closed(value)) => Err(TrySendError::Closed(value)),
@@ -307,8 +353,11 @@ impl<Q: Queue> Chan<Q> {
 
     fn pop(&self) -> Option<Q::Item> {
         let value = self.queue.pop()?;
-        // The room goes to the oldest waiting sender, if one waits.
-        self.send_waiters.notify_one(|| self.queue.grant());
+        // The room goes to the oldest waiting sender, if one waits (for an
+        // unbounded queue none ever does, and the check's fence is saved).
+        if Q::SENDERS_WAIT {
+            self.send_waiters.notify_one(|| self.queue.grant());
+        }
         Some(value)
     }
 
@@ -335,7 +384,7 @@ impl<Q: Queue> Chan<Q> {
         }
         self.rx_waker.register(cx.waker());
         // The handshake with `wake_receiver` (see `ParkFlag`): either the
-        // sender sees the flag, or we see its value (or its drop).
+        // last sender's drop sees the flag, or we see the drop.
         self.rx_parked.raise();
         // A bounded queue marks the slot of the next value instead, so its
         // senders need no fence; on a spinning shard, the shard watches
@@ -344,6 +393,7 @@ impl<Q: Queue> Chan<Q> {
         match self.try_recv() {
             Ok(value) => {
                 self.rx_parked.lower();
+                self.queue.unpark();
                 Poll::Ready(Some(value))
             }
             Err(TryRecvError::Disconnected) => Poll::Ready(None),
@@ -352,8 +402,9 @@ impl<Q: Queue> Chan<Q> {
                     Wait::Parked => {}
                     Wait::Watched(beacon) => crate::shard::watch(beacon, cx.waker().clone()),
                     // Published between our pop and our mark, yet not
-                    // poppable: a value is never half there, so this cannot
-                    // happen; poll again rather than sleep on it.
+                    // poppable: a ring's value is never half there, but an
+                    // unbounded push may be between its count and its
+                    // value; poll again rather than sleep on it.
                     Wait::Arrived => cx.waker().wake_by_ref(),
                 }
                 Poll::Pending

@@ -249,3 +249,28 @@ fn a_send_racing_the_close_is_refused_or_received_never_lost() {
         drop((tx, utx));
     }
 }
+
+/// Two threads bounce a value through two unbounded channels: every hop
+/// finds the receiver parked or about to, so a push that misses the park
+/// (`ringshard_broken = "unbounded_push_ignores_park"`) leaves it asleep.
+#[test]
+fn unbounded_ping_pong_between_threads_never_loses_a_wake() {
+    const TRIPS: u32 = 20_000;
+    let (ping_tx, mut ping_rx) = unbounded::<u32>();
+    let (pong_tx, mut pong_rx) = unbounded::<u32>();
+    let echo = thread::spawn(move || {
+        while let Some(v) = ping_rx.blocking_recv() {
+            pong_tx.send(v + 1).unwrap();
+        }
+    });
+    let last = within(move || {
+        let mut v = 0;
+        for _ in 0..TRIPS {
+            ping_tx.send(v).unwrap();
+            v = pong_rx.blocking_recv().expect("the echo thread lives");
+        }
+        v
+    });
+    assert_eq!(last, TRIPS);
+    echo.join().unwrap();
+}
