@@ -174,7 +174,95 @@ fn report_lateness(name: &str, (late, early): (Vec<f64>, usize)) {
     );
 }
 
+/// Pending tasks spawned for the memory measure.
+const PENDING_TASKS: usize = 100_000;
+
+/// Resident memory of this process, bytes (/proc/self/statm).
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no memory arguments.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+/// In a fresh child process: RSS growth per task over `PENDING_TASKS`
+/// detached tasks that wait forever, each polled once (so registered with
+/// its shard for shutdown), on a one-thread runtime of `kind`.
+fn task_memory_child(kind: &str) {
+    let grown = match kind {
+        "ringshard" => ringshard_rt().block_on(async {
+            for _ in 0..3 {
+                ringshard::yield_now().await;
+            }
+            let before = rss();
+            for _ in 0..PENDING_TASKS {
+                drop(ringshard::spawn(std::future::pending::<()>()));
+            }
+            // Every task runs (and registers) once before this resumes.
+            ringshard::yield_now().await;
+            ringshard::yield_now().await;
+            rss() - before
+        }),
+        "tokio" => tokio_rt().block_on(async {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            let before = rss();
+            for _ in 0..PENDING_TASKS {
+                drop(tokio::spawn(std::future::pending::<()>()));
+            }
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            rss() - before
+        }),
+        _ => panic!("unknown runtime {kind}"),
+    };
+    println!("{}", grown as f64 / PENDING_TASKS as f64);
+    // Exit without tearing the tasks down: the measure is taken.
+    std::process::exit(0);
+}
+
+/// Bytes per pending task, ringshard and tokio, each in its own process,
+/// alternating `rounds` times.
+fn task_memory(rounds: usize) {
+    let run = |kind: &str| -> f64 {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--task-memory", kind])
+            .output()
+            .expect("task memory child");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("bytes per task")
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ours.push(run("ringshard"));
+        theirs.push(run("tokio"));
+    }
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|b| format!("{b:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "memory per pending task ({PENDING_TASKS} tasks, RSS growth): ringshard {} B   tokio {} B",
+        show(&ours),
+        show(&theirs)
+    );
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--task-memory") {
+        return task_memory_child(&args[i + 1]);
+    }
     // `cargo test --benches` runs bench binaries with no arguments other
     // than `--bench` absent; keep that run short.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -184,6 +272,7 @@ fn main() {
         spawn_join_ringshard(&ours);
         timers_ringshard(&ours);
         timers_until_ringshard(&ours);
+        task_memory(1);
         println!("benches/core: smoke run only (use `cargo bench --bench core`)");
         return;
     }
@@ -192,6 +281,7 @@ fn main() {
         ours.driver_kind(),
         ROUNDS
     );
+    task_memory(3);
     compare(
         "spawn+join",
         || spawn_join_ringshard(&ours),

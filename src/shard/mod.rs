@@ -91,11 +91,11 @@ pub(crate) fn schedule(runnable: Runnable) {
         let Some(task) = runnable.as_ref() else {
             return;
         };
-        let owner = &task.metadata().owner;
+        let owner = task.metadata().owner();
         // A stealable task may run on any shard of its runtime: it stays
         // where it was woken.
-        let here = ptr::eq(Arc::as_ptr(&core.shared), Arc::as_ptr(owner))
-            || (task.metadata().stealable && core.deque.is_some() && core.same_runtime(owner));
+        let here = ptr::eq(Arc::as_ptr(&core.shared), Arc::as_ptr(&owner))
+            || (task.metadata().stealable() && core.deque.is_some() && core.same_runtime(&owner));
         if here {
             core.push_local(runnable.take().expect("checked above"));
         }
@@ -105,7 +105,7 @@ pub(crate) fn schedule(runnable: Runnable) {
     };
     // Keep the owner alive past the push: once queued, the task (and the
     // Arc in its metadata) may be freed by the owner at any moment.
-    let owner = runnable.metadata().owner.clone();
+    let owner = Arc::clone(&runnable.metadata().owner());
     owner.push_remote(runnable);
 }
 
@@ -236,7 +236,7 @@ impl Core {
     /// Queues a task woken or spawned on this thread.
     fn push_local(&self, runnable: Runnable) {
         match &self.deque {
-            Some(deque) if runnable.metadata().stealable => deque.push(runnable),
+            Some(deque) if runnable.metadata().stealable() => deque.push(runnable),
             _ => self.run_queue.borrow_mut().push_back(runnable),
         }
     }

@@ -3,7 +3,6 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use async_task::{FallibleTask, Task};
@@ -33,8 +32,9 @@ pub struct JoinHandle<T> {
     task: Option<FallibleTask<Result<T, Failure>, TaskMeta>>,
     /// Wakes the task so it sees an abort request.
     waker: Waker,
-    /// The task's `TaskMeta::aborted`; its allocation lives while `task` does.
-    aborted: *const AtomicBool,
+    /// The task's metadata (for `abort`); its allocation lives while `task`
+    /// does.
+    aborted: *const TaskMeta,
 }
 
 // SAFETY: `aborted` points at an atomic inside the task allocation that
@@ -46,7 +46,7 @@ unsafe impl<T: Send> Sync for JoinHandle<T> {}
 
 impl<T> JoinHandle<T> {
     pub(super) fn new(task: Task<Result<T, Failure>, TaskMeta>, waker: Waker) -> JoinHandle<T> {
-        let aborted: *const AtomicBool = &task.metadata().aborted;
+        let aborted: *const TaskMeta = task.metadata();
         JoinHandle {
             task: Some(task.fallible()),
             waker,
@@ -61,7 +61,7 @@ impl<T> JoinHandle<T> {
         if let Some(task) = &self.task {
             if !task.is_finished() {
                 // SAFETY: `task` is alive, so is the allocation `aborted` is in.
-                unsafe { &*self.aborted }.store(true, Ordering::Release);
+                unsafe { &*self.aborted }.abort();
                 self.waker.wake_by_ref();
             }
         }
