@@ -264,3 +264,39 @@ fn join_handles_are_send_and_runtime_calls_outside_panic_clearly() {
         .unwrap_or_default();
     assert!(message.contains("outside a ringshard runtime"), "{message}");
 }
+
+/// A future that is ready at once and panics when dropped.
+struct ReadyThenPanicOnDrop(Rc<Cell<usize>>);
+
+impl std::future::Future for ReadyThenPanicOnDrop {
+    type Output = u32;
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<u32> {
+        Poll::Ready(7)
+    }
+}
+
+impl Drop for ReadyThenPanicOnDrop {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+        panic!("drop of a finished future");
+    }
+}
+
+/// A future whose `Drop` panics after it completed fails its task with
+/// that panic (the output is dropped), runs its `Drop` once, and leaves the
+/// shard running.
+#[test]
+fn a_finished_future_whose_drop_panics_fails_its_task_once() {
+    each_driver(|builder| {
+        let rt = runtime(builder, 1);
+        rt.block_on(async {
+            let drops = Rc::new(Cell::new(0));
+            let error = spawn(ReadyThenPanicOnDrop(drops.clone()))
+                .await
+                .unwrap_err();
+            assert!(error.is_panic(), "{error:?}");
+            assert_eq!(drops.get(), 1, "dropped once");
+            assert_eq!(spawn(async { 5 }).await.unwrap(), 5);
+        });
+    });
+}

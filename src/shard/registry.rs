@@ -87,7 +87,6 @@ impl Tasks {
 /// future goes.
 ///
 /// [`leave`]: Registration::leave
-#[derive(Clone, Copy)]
 pub(crate) struct Registration(usize);
 
 /// The task's own bit (`task::CatchUnwind`: its future is gone).
@@ -102,22 +101,23 @@ impl Registration {
         Registration(UNREGISTERED)
     }
 
-    fn key(self) -> usize {
+    fn key(&self) -> usize {
         self.0 & !SPARE
     }
 
-    fn with_key(self, key: usize) -> Registration {
-        // A slab key stays far below the marks (it would need that many
-        // tasks alive).
-        Registration((self.0 & SPARE) | key.min(NOWHERE))
+    fn set_key(&mut self, key: usize) {
+        // A key stays far below the marks (it would need that many tasks
+        // alive).
+        debug_assert!(key <= NOWHERE);
+        self.0 = (self.0 & SPARE) | key.min(NOWHERE);
     }
 
-    pub(crate) fn is_pending(self) -> bool {
+    pub(crate) fn is_pending(&self) -> bool {
         self.key() == UNREGISTERED
     }
 
     /// The task's own bit.
-    pub(crate) fn spare(self) -> bool {
+    pub(crate) fn spare(&self) -> bool {
         self.0 & SPARE != 0
     }
 
@@ -137,7 +137,7 @@ impl Registration {
             }
         })
         .flatten();
-        *self = self.with_key(key.unwrap_or(NOWHERE));
+        self.set_key(key.unwrap_or(NOWHERE));
     }
 
     /// Leaves the registry of the task owned by `owner`. A shard-bound task
@@ -149,10 +149,14 @@ impl Registration {
         if key == UNREGISTERED || key == NOWHERE {
             return;
         }
-        *self = self.with_key(NOWHERE);
+        self.set_key(NOWHERE);
         let waker = with_current(|core| {
             if stealable {
-                let ours = core.runtime.shards.iter().any(|s| Arc::ptr_eq(s, owner));
+                // A shard of another runtime has another registry. (A
+                // stealable task dropped off its runtime's shards, as by a
+                // core dropped after a failed shutdown, stays registered
+                // until the runtime goes: a leak, never a wrong access.)
+                let ours = core.same_runtime(owner);
                 return ours.then(|| core.runtime.registry.lock().try_remove(key))?;
             }
             if !Arc::ptr_eq(&core.shared, owner) {

@@ -338,12 +338,12 @@ impl<F: Future> Future for CatchUnwind<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: `future` is structurally pinned: it is never moved out of
-        // the Option, only polled in place and dropped in place.
+        // its `ManuallyDrop`, only polled in place and dropped in place.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: the metadata outlives the wrapper (see `create`).
         let meta = unsafe { &*this.meta };
         if meta.aborted() {
-            this.drop_future();
+            let _ = this.drop_future();
             return Poll::Ready(Err(Failure::Aborted));
         }
         if this.registration.spare() {
@@ -363,13 +363,15 @@ impl<F: Future> Future for CatchUnwind<F> {
         match polled {
             Ok(Poll::Ready(output)) => {
                 // As soon as it is done: what it holds goes now, not when
-                // the handle does.
-                this.drop_future();
-                Poll::Ready(Ok(output))
+                // the handle does. A `Drop` that panics fails the task.
+                match this.drop_future() {
+                    Ok(()) => Poll::Ready(Ok(output)),
+                    Err(panic) => Poll::Ready(Err(Failure::Panic(panic))),
+                }
             }
             Ok(Poll::Pending) => Poll::Pending,
             Err(panic) => {
-                this.drop_future();
+                let _ = this.drop_future();
                 Poll::Ready(Err(Failure::Panic(panic)))
             }
         }
@@ -378,26 +380,27 @@ impl<F: Future> Future for CatchUnwind<F> {
 
 impl<F> CatchUnwind<F> {
     /// Drops the future in place, once, and leaves the registry; a panic in
-    /// its `Drop` is swallowed.
-    fn drop_future(&mut self) {
+    /// its `Drop` is caught and returned.
+    fn drop_future(&mut self) -> Result<(), Panic> {
         if self.registration.spare() {
-            return;
+            return Ok(());
         }
         // Marked first: a `Drop` that panics is not run again.
         self.registration.set_spare();
         let future = &mut self.future;
         // SAFETY: the future is there (the bit was clear) and is never
         // touched again (the bit is set); dropping in place keeps the pin.
-        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(future) }));
+        let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(future) }));
         // SAFETY: the metadata outlives the wrapper (see `create`).
         let meta = unsafe { &*self.meta };
         self.registration.leave(&meta.owner(), meta.stealable());
+        dropped
     }
 }
 
 impl<F> Drop for CatchUnwind<F> {
     fn drop(&mut self) {
-        self.drop_future();
+        let _ = self.drop_future();
     }
 }
 
