@@ -200,6 +200,11 @@ fn reads_dropped_by_timeouts_lose_and_duplicate_nothing() {
         rt.block_on(async {
             let (mut reader, mut writer) = pair().await;
             const TOTAL: usize = 300_000;
+            // The reader's timeouts so far: the sender pauses until one more
+            // has dropped a read (a fixed pause is not always long enough:
+            // under valgrind the reader can stay behind the sender).
+            let dropped = std::rc::Rc::new(std::cell::Cell::new(0usize));
+            let seen = dropped.clone();
             let send = ringshard::spawn(async move {
                 let mut at = 0;
                 let mut bursts = 0;
@@ -209,9 +214,16 @@ fn reads_dropped_by_timeouts_lose_and_duplicate_nothing() {
                     AsyncWriteExt::write_all(&mut writer, &chunk).await.unwrap();
                     at += n;
                     bursts += 1;
-                    // Pauses longer than the reader's timeout.
+                    // Pauses longer than the reader's timeout, until the
+                    // reader has dropped a read (bounded: 3 s).
                     if bursts % 8 == 0 {
-                        ringshard::sleep(Duration::from_millis(3)).await;
+                        let before = seen.get();
+                        for _ in 0..1000 {
+                            ringshard::sleep(Duration::from_millis(3)).await;
+                            if seen.get() > before {
+                                break;
+                            }
+                        }
                     }
                 }
             });
@@ -232,7 +244,10 @@ fn reads_dropped_by_timeouts_lose_and_duplicate_nothing() {
                         assert!(n > 0, "no early end of stream");
                         got.extend_from_slice(&buf[..n]);
                     }
-                    Err(_) => timeouts += 1,
+                    Err(_) => {
+                        timeouts += 1;
+                        dropped.set(timeouts);
+                    }
                 }
             }
             send.await.unwrap();
