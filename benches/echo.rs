@@ -17,12 +17,26 @@
 //! feature against its absence. Ratios compare the first server with each
 //! of the others.
 //!
+//! `--count` counts instead of timing, in the load generator's measured
+//! window: the server's user-space instructions per request under
+//! `valgrind --tool=callgrind` (counters zeroed as the window opens, dumped
+//! as it closes), and its syscalls and context switches per request under
+//! `perf stat` (the server run plainly). Counts do not swing as timings do:
+//!
+//! ```sh
+//! cargo bench --bench echo -- --count --grid 1x64,1x4096,64x64,64x4096
+//! ```
+//!
+//! (ringshard and tokio by default: monoio's server hangs under valgrind
+//! 3.19.)
+//!
 //! Run without `--bench` (as `cargo test --benches` does) it makes one short
 //! pass to prove it works.
 
 #[path = "support/mod.rs"]
 mod support;
 
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::servers::Server;
@@ -65,6 +79,15 @@ fn main() {
     println!(
         "echo: servers on CPU {server_cpu}, load generator on CPU {load_cpu}, {rounds} rounds of {duration:?}, median reported"
     );
+    if args.iter().any(|a| a == "--count") {
+        // monoio's server hangs under valgrind 3.19 (its ring setup never
+        // returns there): counted only when asked for.
+        let kinds: Vec<&str> = text("--servers")
+            .unwrap_or("ringshard,tokio")
+            .split(',')
+            .collect();
+        return count(&kinds, &grid, duration, server_cpu);
+    }
     let servers: Vec<Server> = kinds
         .iter()
         .map(|kind| Server::start(kind, &[server_cpu], 1).expect("start server"))
@@ -244,6 +267,7 @@ fn measure(
         rate,
         progress: false,
         server_pid: None,
+        window: None,
     };
     let report = support::run(&load).expect("load");
     let after = support::process_cpu(pid).unwrap();
@@ -254,4 +278,192 @@ fn measure(
         p99_us: report.percentile_us(0.99),
         cpu_ns: (after - before).as_nanos() as f64 / all_requests,
     }
+}
+
+/// `--count`: instructions (callgrind), syscalls and context switches
+/// (perf stat) per request, per server and cell.
+fn count(kinds: &[&str], grid: &[(usize, usize)], duration: Duration, cpu: usize) {
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !(have("valgrind") && have("callgrind_control") && have("perf")) {
+        println!("--count needs valgrind (with callgrind_control) and perf");
+        return;
+    }
+    let names: Vec<String> = kinds.iter().map(|kind| short_name(kind)).collect();
+    println!("\n## counts per request in the measured window ({duration:?}), server on CPU {cpu}");
+    let mut header = format!("{:>5} {:>5} |", "conns", "size");
+    for what in ["instr", "syscall", "cswitch"] {
+        for name in &names {
+            header += &format!(" {:>11}", format!("{what} {name}"));
+        }
+        header += " |";
+    }
+    println!("{header}");
+    for &(conns, size) in grid {
+        let mut line = format!("{conns:>5} {size:>5} |");
+        let mut columns = [Vec::new(), Vec::new(), Vec::new()];
+        for kind in kinds {
+            let instructions = callgrind_per_request(kind, cpu, conns, size, duration);
+            let (syscalls, switches) = perf_per_request(kind, cpu, conns, size, duration);
+            columns[0].push(instructions);
+            columns[1].push(syscalls);
+            columns[2].push(switches);
+        }
+        for (i, column) in columns.iter().enumerate() {
+            for value in column {
+                line += &if i == 0 {
+                    format!(" {value:>11.0}")
+                } else {
+                    format!(" {value:>11.3}")
+                };
+            }
+            line += " |";
+        }
+        println!("{line}");
+    }
+    println!("instr: user-space instructions (callgrind Ir); syscall: raw_syscalls:sys_enter; cswitch: context switches");
+}
+
+/// A load whose window opens and closes through `hook`.
+fn counted_load(
+    server: &Server,
+    conns: usize,
+    size: usize,
+    duration: Duration,
+    hook: impl Fn(bool) + Send + Sync + 'static,
+) -> support::Report {
+    support::run(&support::Load {
+        addr: server.addr,
+        conns,
+        size,
+        duration,
+        warmup: Duration::from_millis(500),
+        rate: None,
+        progress: false,
+        server_pid: None,
+        window: Some(support::Window(std::sync::Arc::new(hook))),
+    })
+    .expect("load")
+}
+
+/// The server's user-space instructions per request, under callgrind.
+fn callgrind_per_request(
+    kind: &str,
+    cpu: usize,
+    conns: usize,
+    size: usize,
+    duration: Duration,
+) -> f64 {
+    let dir = std::env::temp_dir().join(format!("ringshard-echo-count-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("callgrind.out");
+    let out_flag = format!("--callgrind-out-file={}", out.display());
+    let server = Server::start_under(
+        &[
+            "valgrind",
+            "--quiet",
+            "--tool=callgrind",
+            "--max-threads=2000",
+            &out_flag,
+        ],
+        kind,
+        &[cpu],
+        1,
+    )
+    .expect("server under callgrind");
+    let pid = server.pid().to_string();
+    let control = move |flag: &str| {
+        let status = Command::new("callgrind_control")
+            .args([flag, &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("callgrind_control");
+        assert!(status.success(), "callgrind_control {flag}");
+    };
+    let report = counted_load(&server, conns, size, duration, move |open| {
+        control(if open { "-z" } else { "-d" })
+    });
+    drop(server);
+    // The dump made as the window closed is the file with a part number.
+    let dump = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext != "out"))
+        .min()
+        .expect("a callgrind dump");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let total: f64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("summary:")
+                .or_else(|| line.strip_prefix("totals:"))
+        })
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("callgrind totals");
+    total / report.requests.max(1) as f64
+}
+
+/// The server's syscalls and context switches per request, under perf stat.
+fn perf_per_request(
+    kind: &str,
+    cpu: usize,
+    conns: usize,
+    size: usize,
+    duration: Duration,
+) -> (f64, f64) {
+    let server = Server::start(kind, &[cpu], 1).expect("server");
+    let out = std::env::temp_dir().join(format!("ringshard-echo-perf-{}", std::process::id()));
+    let pid = server.pid().to_string();
+    let perf = std::sync::Mutex::new(None::<Child>);
+    let out_path = out.clone();
+    let report = counted_load(&server, conns, size, duration, move |open| {
+        let mut perf = perf.lock().unwrap();
+        if open {
+            let child = Command::new("perf")
+                .args([
+                    "stat",
+                    "-x",
+                    ",",
+                    "-e",
+                    "raw_syscalls:sys_enter,context-switches",
+                    "-o",
+                ])
+                .arg(&out_path)
+                .args(["-p", &pid])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("perf stat");
+            // Let it attach before the window's requests.
+            std::thread::sleep(Duration::from_millis(200));
+            *perf = Some(child);
+        } else if let Some(mut child) = perf.take() {
+            // SAFETY: a plain signal to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    });
+    drop(server);
+    let text = std::fs::read_to_string(&out).expect("perf output");
+    let _ = std::fs::remove_file(&out);
+    let event = |name: &str| -> f64 {
+        text.lines()
+            .find(|line| line.contains(name))
+            .and_then(|line| line.split(',').next()?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let requests = report.requests.max(1) as f64;
+    (
+        event("raw_syscalls:sys_enter") / requests,
+        event("context-switches") / requests,
+    )
 }

@@ -224,6 +224,7 @@ fn main() -> io::Result<()> {
                 rate: options.rate,
                 progress: single,
                 server_pid: server.map(Server::pid),
+                window: None,
             })?;
             let window = options.duration.as_secs_f64();
             let run = Run {

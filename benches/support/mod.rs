@@ -16,6 +16,17 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use ringshard::net::TcpStream;
 
+/// Called at the start (`true`) and the end (`false`) of the measured
+/// window, on the load generator's thread (which it stalls meanwhile).
+#[derive(Clone)]
+pub struct Window(pub std::sync::Arc<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Window")
+    }
+}
+
 /// What load to offer.
 #[derive(Clone, Debug)]
 pub struct Load {
@@ -31,6 +42,8 @@ pub struct Load {
     pub progress: bool,
     /// The server's process, whose CPU time is read over the measured window.
     pub server_pid: Option<u32>,
+    /// Told when the measured window opens and closes (to start counters).
+    pub window: Option<Window>,
 }
 
 /// What the load measured (after warm-up).
@@ -120,11 +133,18 @@ pub fn run(load: &Load) -> io::Result<Report> {
         let window = ringshard::spawn({
             let server_pid = load.server_pid;
             let read = move || (own_cpu(), server_pid.map(|pid| process_cpu(pid).ok()));
+            let hook = load.window.clone();
             async move {
                 ringshard::time::sleep_until(measure_from).await;
+                if let Some(hook) = &hook {
+                    (hook.0)(true);
+                }
                 let before = read();
                 ringshard::time::sleep_until(end).await;
                 let after = read();
+                if let Some(hook) = &hook {
+                    (hook.0)(false);
+                }
                 let server = match (before.1, after.1) {
                     (Some(Some(before)), Some(Some(after))) => Some(after.saturating_sub(before)),
                     _ => None,

@@ -27,8 +27,28 @@ impl Server {
     /// `multi_thread` for more than one shard) or `monoio` (one runtime per
     /// shard, all on one `SO_REUSEPORT` port).
     pub fn start(kind: &str, cpus: &[usize], shards: usize) -> io::Result<Server> {
+        Server::start_under(&[], kind, cpus, shards)
+    }
+
+    /// [`start`](Server::start), run under `wrapper` (a program and its
+    /// flags, such as `valgrind --tool=callgrind`), which must keep the
+    /// server's pid and stdout.
+    pub fn start_under(
+        wrapper: &[&str],
+        kind: &str,
+        cpus: &[usize],
+        shards: usize,
+    ) -> io::Result<Server> {
         let (base, tune) = kind.split_once(':').unwrap_or((kind, ""));
-        let mut command = Command::new(std::env::current_exe()?);
+        let exe = std::env::current_exe()?;
+        let mut command = match wrapper.split_first() {
+            None => Command::new(&exe),
+            Some((program, flags)) => {
+                let mut command = Command::new(program);
+                command.args(flags).arg(&exe);
+                command
+            }
+        };
         command.env_remove("RINGSHARD_DRIVER");
         let base = match base {
             "ringshard-epoll" => {
