@@ -198,10 +198,10 @@ fn task_memory_child(kind: &str) {
             for _ in 0..PENDING_TASKS {
                 drop(ringshard::spawn(std::future::pending::<()>()));
             }
-            // Every task runs (and registers) once before this resumes.
-            ringshard::yield_now().await;
-            ringshard::yield_now().await;
-            rss() - before
+            // The run queue is FIFO: this one finishes after every task
+            // above has run (and registered) once.
+            ringshard::spawn(async {}).await.unwrap();
+            rss().saturating_sub(before)
         }),
         "tokio" => tokio_rt().block_on(async {
             for _ in 0..3 {
@@ -211,9 +211,9 @@ fn task_memory_child(kind: &str) {
             for _ in 0..PENDING_TASKS {
                 drop(tokio::spawn(std::future::pending::<()>()));
             }
-            tokio::task::yield_now().await;
-            tokio::task::yield_now().await;
-            rss() - before
+            // As above: queued behind every task spawned before it.
+            tokio::spawn(async {}).await.unwrap();
+            rss().saturating_sub(before)
         }),
         _ => panic!("unknown runtime {kind}"),
     };
@@ -260,8 +260,12 @@ fn task_memory(rounds: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--task-memory") {
-        return task_memory_child(&args[i + 1]);
+    if let Some(kind) = args
+        .iter()
+        .position(|a| a == "--task-memory")
+        .and_then(|i| args.get(i + 1))
+    {
+        return task_memory_child(kind);
     }
     // `cargo test --benches` runs bench binaries with no arguments other
     // than `--bench` absent; keep that run short.

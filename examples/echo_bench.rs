@@ -72,8 +72,13 @@ fn parse() -> io::Result<Options> {
             "--conns" => options.conns = value.parse().map_err(|_| bad(()))?,
             "--size" => options.size = value.parse().map_err(|_| bad(()))?,
             "--duration" => {
+                // At least a tenth of a second (CPU time is read in 10 ms
+                // ticks), at most a day.
                 let secs: f64 = value.parse().map_err(|_| bad(()))?;
-                options.duration = Duration::try_from_secs_f64(secs).map_err(|_| bad(()))?;
+                if !(0.1..=86_400.0).contains(&secs) {
+                    return Err(bad(()));
+                }
+                options.duration = Duration::from_secs_f64(secs);
             }
             "--shards" => options.shards = value.parse().map_err(|_| bad(()))?,
             "--addr" => options.addr = Some(value.parse().map_err(|_| bad(()))?),
@@ -277,6 +282,8 @@ fn print_run(name: &str, run: &Run, server_cpus: usize) {
         report.latency.max() as f64 / 1000.0,
     );
     let server = match (run.server_us_per_request(), run.server_busy) {
+        // Less than one 10 ms tick of CPU over the window.
+        (Some(us), Some(_)) if us == 0.0 => "server CPU too little to read".into(),
         (Some(us), Some(busy)) => format!(
             "server CPU {us:.2} us/request (at that cost {server_cpus} CPU(s) serve at most {:.0} req/s), busy {:.0}% of {server_cpus} CPU(s)",
             server_cpus as f64 * 1e6 / us,

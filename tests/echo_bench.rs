@@ -45,6 +45,7 @@ fn echo_bench_reports_cpu_saturation_and_plots_every_server() {
     assert_eq!(out.matches("server CPU ").count(), 2, "{out}");
     assert_eq!(out.matches("saturated").count(), 2, "{out}");
     assert!(out.contains("medians of 1 round(s)"), "{out}");
+    assert!(!out.contains("NaN") && !out.contains("inf "), "{out}");
     let text = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
@@ -58,6 +59,7 @@ fn echo_bench_refuses_bad_flags_without_a_panic() {
         &["--vs", "nginx"][..],
         &["--conns", "0"],
         &["--duration", "-1"],
+        &["--duration", "0"],
         &["--addr", "127.0.0.1:1", "--vs", "tokio"],
         &["--rounds"],
     ] {

@@ -78,8 +78,14 @@ impl Server {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
-        let addr = super::read_addr(&mut child, base);
-        Ok(Server { child, addr })
+        match announced(&mut child, kind) {
+            Ok(addr) => Ok(Server { child, addr }),
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(error)
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -94,18 +100,55 @@ impl Drop for Server {
     }
 }
 
+/// The address the server child announced as its first line of stdout,
+/// or why it did not within a minute (it exited, printed something else,
+/// or hangs: monoio's server does under valgrind 3.19).
+fn announced(child: &mut Child, kind: &str) -> io::Result<SocketAddr> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(read.map(|_| line));
+    });
+    let failed = |what: String| io::Error::other(format!("server {kind}: {what}"));
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Ok(line)) => line
+            .trim()
+            .parse()
+            .map_err(|_| failed(format!("exited or printed {line:?} instead of its address"))),
+        Ok(Err(error)) => Err(failed(error.to_string())),
+        Err(_) => Err(failed("no address within 60 s".into())),
+    }
+}
+
 /// In a server child (`--serve KIND CPUS SHARDS` on the command line),
-/// serves until killed and returns true; elsewhere returns false.
+/// serves until killed, or until the parent goes (its end of our stdin
+/// closes), and returns true; elsewhere returns false.
 pub fn serve_if_child(args: &[String]) -> bool {
     let Some(i) = args.iter().position(|a| a == "--serve") else {
         return false;
     };
-    let kind = args[i + 1].as_str();
-    let cpus: Vec<usize> = args[i + 2]
-        .split(',')
-        .map(|cpu| cpu.parse().expect("cpu"))
-        .collect();
-    let shards: usize = args[i + 3].parse().expect("shards");
+    let parsed = (|| {
+        let kind = args.get(i + 1)?.as_str();
+        let cpus: Vec<usize> = args
+            .get(i + 2)?
+            .split(',')
+            .map(|cpu| cpu.parse().ok())
+            .collect::<Option<_>>()?;
+        let shards: usize = args.get(i + 3)?.parse().ok()?;
+        Some((kind, cpus, shards))
+    })();
+    let Some((kind, cpus, shards)) = parsed else {
+        eprintln!("usage: --serve ringshard|tokio|monoio CPU[,CPU...] SHARDS");
+        std::process::exit(2);
+    };
+    std::thread::spawn(|| {
+        use std::io::Read;
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(0);
+    });
     super::pin_to(&cpus).expect("pin server");
     match kind {
         "ringshard" => ringshard_server(shards, cpus.len() >= shards),
