@@ -283,7 +283,7 @@ fn print_run(name: &str, run: &Run, server_cpus: usize) {
     );
     let server = match (run.server_us_per_request(), run.server_busy) {
         // Less than one 10 ms tick of CPU over the window.
-        (Some(us), Some(_)) if us == 0.0 => "server CPU too little to read".into(),
+        (Some(0.0), Some(_)) => "server CPU too little to read".into(),
         (Some(us), Some(busy)) => format!(
             "server CPU {us:.2} us/request (at that cost {server_cpus} CPU(s) serve at most {:.0} req/s), busy {:.0}% of {server_cpus} CPU(s)",
             server_cpus as f64 * 1e6 / us,
