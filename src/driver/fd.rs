@@ -38,6 +38,24 @@ struct Inner {
     /// What dropped stream reads left behind (see [`Late`]); `None` in the
     /// common case, so a read checks one word.
     late: RefCell<Option<Box<Late>>>,
+    /// A write-behind send is in flight on io_uring (`uring/behind.rs`):
+    /// every later write, and a shutdown of the write side, waits for it.
+    sending: Cell<bool>,
+    /// What a write-behind send leaves to later writes (see [`Sent`]);
+    /// `None` in the common case.
+    sent: RefCell<Option<Box<Sent>>>,
+}
+
+/// What a write-behind send leaves to the socket's later writes: its error,
+/// which the next write reports (the bytes were accepted by the write that
+/// made the send, as a kernel socket buffer accepts them), the write waiting
+/// for it to complete, and a write shutdown asked for meanwhile, made once
+/// the bytes are out.
+#[derive(Default)]
+struct Sent {
+    error: Option<i32>,
+    waker: Option<Waker>,
+    shutdown_write: bool,
 }
 
 /// The bytes of stream reads whose futures were dropped while the kernel
@@ -76,6 +94,8 @@ impl SharedFd {
                 registration: Cell::new(None),
                 multishot: Cell::new(false),
                 late: RefCell::new(None),
+                sending: Cell::new(false),
+                sent: RefCell::new(None),
             }),
         }
     }
@@ -155,6 +175,93 @@ impl SharedFd {
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+
+    /// A write-behind send of this socket was submitted.
+    pub(crate) fn send_begin(&self) {
+        debug_assert!(!self.inner.sending.get());
+        self.inner.sending.set(true);
+    }
+
+    /// A write-behind send completed, failing with `error` if it did: a
+    /// write shutdown asked for meanwhile is made now. Returns the waker of
+    /// the write waiting for it.
+    pub(crate) fn send_end(&self, error: Option<i32>) -> Option<Waker> {
+        self.inner.sending.set(false);
+        let mut sent = self.inner.sent.borrow_mut();
+        if sent.is_none() && error.is_none() {
+            return None;
+        }
+        let state = sent.get_or_insert_default();
+        state.error = state.error.or(error);
+        if std::mem::take(&mut state.shutdown_write) {
+            // The peer is gone already if this fails: nothing to report.
+            let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write);
+        }
+        let waker = state.waker.take();
+        if state.error.is_none() {
+            *sent = None;
+        }
+        waker
+    }
+
+    /// Ready once no write-behind send is in flight, with the error the
+    /// last one failed with (reported once); `Pending` with the waker kept
+    /// until then. Every write checks it before its own bytes.
+    #[inline]
+    pub(crate) fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.inner.sending.get() && self.inner.sent.borrow().is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_sent_slow(cx)
+    }
+
+    #[inline(never)]
+    fn poll_sent_slow(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut sent = self.inner.sent.borrow_mut();
+        let state = sent.get_or_insert_default();
+        if self.inner.sending.get() {
+            let displaced = match &state.waker {
+                Some(current) if current.will_wake(cx.waker()) => None,
+                _ => state.waker.replace(cx.waker().clone()),
+            };
+            drop(sent);
+            // Another write waited here: it polls again and waits anew
+            // rather than sleep forever.
+            if let Some(displaced) = displaced {
+                displaced.wake();
+            }
+            return Poll::Pending;
+        }
+        let error = state.error.take();
+        if state.waker.is_none() && !state.shutdown_write {
+            *sent = None;
+        }
+        match error {
+            Some(errno) => Poll::Ready(Err(std::io::Error::from_raw_os_error(errno))),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// `shutdown(2)`, made after a write-behind send in flight for the
+    /// write side (the peer reads every byte written, then end of stream).
+    pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        use std::net::Shutdown;
+        let socket = socket2::SockRef::from(self);
+        if !self.inner.sending.get() {
+            return socket.shutdown(how);
+        }
+        if how != Shutdown::Write {
+            socket.shutdown(Shutdown::Read)?;
+        }
+        if how != Shutdown::Read {
+            self.inner
+                .sent
+                .borrow_mut()
+                .get_or_insert_default()
+                .shutdown_write = true;
+        }
+        Ok(())
     }
 
     /// Whether dropped reads left anything to read or wait for.

@@ -76,11 +76,14 @@ pub(crate) trait Orphan {
 pub(crate) struct Ready {
     pub(crate) wakers: Vec<Waker>,
     pub(crate) orphans: Vec<(Box<dyn Orphan>, i32)>,
+    /// Fd clones the driver let go of, dropped outside it (the last one's
+    /// close goes through the driver).
+    pub(crate) fds: Vec<fd::SharedFd>,
 }
 
 impl Ready {
     pub(crate) fn is_empty(&self) -> bool {
-        self.wakers.is_empty() && self.orphans.is_empty()
+        self.wakers.is_empty() && self.orphans.is_empty() && self.fds.is_empty()
     }
 }
 
@@ -113,6 +116,8 @@ pub(crate) struct DriverOptions {
     pub(crate) entries: u32,
     /// io_uring stream reads through provided buffers (`Builder::buffered_reads`).
     pub(crate) buffered_reads: bool,
+    /// io_uring small writes copied and sent behind (`Builder::buffered_writes`).
+    pub(crate) buffered_writes: bool,
     /// io_uring listeners keep a multishot accept armed (`Builder::multishot_accept`).
     pub(crate) multishot_accept: bool,
 }

@@ -48,6 +48,11 @@ pub(crate) trait OpCode: Unpin + 'static {
     /// io_uring driver runs.
     fn socket(&self) -> Option<&SharedFd>;
 
+    /// Whether the op writes to its socket: it waits for the socket's
+    /// write-behind send, and reports that send's error (see
+    /// `uring/behind.rs`).
+    const WRITES: bool = false;
+
     /// The op's future was dropped while the kernel has it: its result
     /// will come to [`complete_orphan`](OpCode::complete_orphan).
     fn abandoned(&self) {}
@@ -77,26 +82,68 @@ pub(crate) trait Operation: OpCode + UringBackend + super::poll::op::PollOp {}
 
 impl<T: OpCode + UringBackend + super::poll::op::PollOp> Operation for T {}
 
-/// Where one op is in its life.
-pub(crate) enum State<T> {
+/// One op and where it is in its life. The op's resources stay in place
+/// from its first poll to its result (only the phase beside them changes),
+/// so a resubmission (a partial write's rest) reuses them where they are.
+///
+/// Invariant: `op` is `Some` in every phase but `Done`; in `Done` it is
+/// `Some` until the caller takes it.
+pub(crate) struct State<T> {
+    pub(crate) op: Option<T>,
+    pub(crate) phase: Phase,
+}
+
+/// The phase of one op.
+#[derive(Clone, Copy)]
+pub(crate) enum Phase {
     /// Built, not yet handed to the driver (ops start on first poll).
-    Idle(T),
+    Idle,
     /// Submitted to the io_uring of shard `uid`.
     #[cfg(target_os = "linux")]
-    Uring {
-        uid: u64,
-        key: super::uring::OpKey,
-        op: T,
-    },
+    Uring { uid: u64, key: super::uring::OpKey },
     /// Waiting for readiness on the poll driver of shard `uid`.
     Poll {
         uid: u64,
         token: u64,
         waiter: Option<usize>,
-        op: T,
     },
     /// The result was handed out.
     Done,
+}
+
+impl<T> State<T> {
+    pub(crate) fn new(op: T) -> State<T> {
+        State {
+            op: Some(op),
+            phase: Phase::Idle,
+        }
+    }
+
+    /// The op, which every phase before its result keeps.
+    pub(crate) fn op_mut(&mut self) -> &mut T {
+        self.op
+            .as_mut()
+            .expect("an op keeps its resources until taken")
+    }
+
+    /// Ends the op with `result`, its resources kept for the caller.
+    pub(crate) fn finish(&mut self, result: io::Result<usize>) -> Poll<io::Result<usize>> {
+        self.phase = Phase::Done;
+        Poll::Ready(result)
+    }
+
+    /// The op was polled where its driver is not: an error if it has not
+    /// started; if it is in flight (on another shard's driver), it keeps
+    /// waiting rather than touch that driver.
+    pub(crate) fn off_driver(
+        &mut self,
+        error: impl FnOnce() -> io::Error,
+    ) -> Poll<io::Result<usize>> {
+        match self.phase {
+            Phase::Idle => self.finish(Err(error())),
+            _ => Poll::Pending,
+        }
+    }
 }
 
 /// The future of one op: resolves to its result and its resources back.
@@ -110,9 +157,53 @@ pub(crate) struct Op<T: Operation> {
 impl<T: Operation> Op<T> {
     pub(crate) fn new(op: T) -> Op<T> {
         Op {
-            state: State::Idle(op),
+            state: State::new(op),
             _shard_bound: PhantomData,
         }
+    }
+
+    /// Polls the op to its result, keeping its resources in place (see
+    /// [`Op::resources`], [`Op::restart`], [`Op::take`]).
+    pub(crate) fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let state = &mut self.state;
+        if let Phase::Done = state.phase {
+            return Poll::Ready(Err(io::Error::other("an op polled after its result")));
+        }
+        let polled = context::with_current_driver(|uid, driver| match driver {
+            #[cfg(target_os = "linux")]
+            Driver::Uring(uring) => super::uring::op::poll(uring, uid, state, cx),
+            Driver::Poll(poll) => super::poll::op::poll(poll, uid, state, cx),
+        });
+        polled.unwrap_or_else(|| state.off_driver(outside_shard))
+    }
+
+    /// The op's resources, to adjust between a result and a
+    /// [`restart`](Op::restart).
+    pub(crate) fn resources(&mut self) -> &mut T {
+        self.state.op_mut()
+    }
+
+    /// Makes a completed op start again on its next poll, with the same
+    /// resources.
+    pub(crate) fn restart(&mut self) {
+        debug_assert!(matches!(self.state.phase, Phase::Done));
+        self.state.phase = Phase::Idle;
+    }
+
+    /// Whether the op has not started (or was restarted).
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.state.phase, Phase::Idle)
+    }
+
+    /// Hands out the resources of an op that is not in flight: completed,
+    /// or never started (which it then never does).
+    pub(crate) fn take(&mut self) -> T {
+        debug_assert!(matches!(self.state.phase, Phase::Done | Phase::Idle));
+        self.state.phase = Phase::Done;
+        self.state
+            .op
+            .take()
+            .expect("an op's resources are taken once")
     }
 }
 
@@ -125,34 +216,21 @@ impl<T: Operation> Future for Op<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let state = &mut this.state;
-        let polled = context::with_current_driver(|uid, driver| match driver {
-            #[cfg(target_os = "linux")]
-            Driver::Uring(uring) => super::uring::op::poll(uring, uid, state, cx),
-            Driver::Poll(poll) => super::poll::op::poll(poll, uid, state, cx),
-        });
-        match polled {
-            Some(poll) => poll,
-            None => match std::mem::replace(state, State::Done) {
-                State::Idle(op) => Poll::Ready((Err(outside_shard()), op)),
-                other => {
-                    // An op in flight polled off its shard: keep waiting
-                    // rather than touch another shard's driver.
-                    *state = other;
-                    Poll::Pending
-                }
-            },
-        }
+        let result = std::task::ready!(this.poll_result(cx));
+        Poll::Ready((result, this.take()))
     }
 }
 
 impl<T: Operation> Drop for Op<T> {
     fn drop(&mut self) {
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::Idle(_) | State::Done => {}
+        match self.state.phase {
+            Phase::Idle | Phase::Done => {}
             #[cfg(target_os = "linux")]
-            State::Uring { uid, key, op } => super::uring::op::abandon(uid, key, op),
-            State::Poll {
+            Phase::Uring { uid, key } => {
+                let op = self.state.op.take().expect("in flight with its resources");
+                super::uring::op::abandon(uid, key, op)
+            }
+            Phase::Poll {
                 uid, token, waiter, ..
             } => {
                 if let Some(waiter) = waiter {
@@ -332,6 +410,8 @@ impl<B: IoBuf> Send<B> {
 }
 
 impl<B: IoBuf> OpCode for Send<B> {
+    const WRITES: bool = true;
+
     fn socket(&self) -> Option<&SharedFd> {
         Some(&self.fd)
     }
@@ -392,6 +472,8 @@ impl<B: IoBuf> SendMsg<B> {
 }
 
 impl<B: IoBuf> OpCode for SendMsg<B> {
+    const WRITES: bool = true;
+
     fn socket(&self) -> Option<&SharedFd> {
         Some(&self.fd)
     }

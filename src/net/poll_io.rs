@@ -18,7 +18,9 @@
 //!   call returns `Pending` after arming the wait. No write is ever left in
 //!   flight, so a caller that offers other bytes next time sends exactly
 //!   those. Queued io_uring submissions (a dropped owned-buffer send) are
-//!   handed to the kernel first, so they are never overtaken.
+//!   handed to the kernel first, so they are never overtaken, and a
+//!   write-behind send of an owned-buffer `write_all` is waited for (its
+//!   error, if it got one, is this write's).
 //! - Shutdown is `shutdown(SHUT_WR)`: the peer reads end of stream.
 //! - Off a shard (after `block_on` returned, say) every call is an error.
 //!
@@ -269,6 +271,7 @@ impl PollIo {
             return Poll::Ready(result);
         }
         #[allow(unreachable_code, reason = "after the broken build's return")]
+        std::task::ready!(fd.poll_sent(cx))?;
         if !flush_submissions(cx) {
             return Poll::Pending;
         }
@@ -306,6 +309,7 @@ impl PollIo {
         if !context::in_shard() {
             return Poll::Ready(Err(outside_shard()));
         }
+        std::task::ready!(fd.poll_sent(cx))?;
         if !flush_submissions(cx) {
             return Poll::Pending;
         }
@@ -322,7 +326,8 @@ impl PollIo {
         })
     }
 
-    /// Sends FIN (`shutdown(SHUT_WR)`), after whatever io_uring has queued.
+    /// Sends FIN (`shutdown(SHUT_WR)`), after whatever io_uring has queued
+    /// and the socket's write-behind send.
     pub(crate) fn poll_shutdown(
         &mut self,
         fd: &SharedFd,
@@ -331,6 +336,7 @@ impl PollIo {
         if !context::in_shard() {
             return Poll::Ready(Err(outside_shard()));
         }
+        std::task::ready!(fd.poll_sent(cx))?;
         if !flush_submissions(cx) {
             return Poll::Pending;
         }

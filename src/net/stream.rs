@@ -1,7 +1,9 @@
 //! The byte-stream ops TCP and Unix streams (and their halves) share.
 
+use std::future::Future;
 use std::io;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use crate::buf::{BufResult, IoBuf, IoBufMut};
 use crate::context;
@@ -10,92 +12,148 @@ use crate::driver::op::{Op, Recv, Send, SendMsg};
 
 /// Reads into `buf[offset..capacity]` from what the socket's multishot recv
 /// received (io_uring; see `driver/uring/recv.rs`), setting `buf`'s length.
-/// `None` means read with a plain recv instead: another driver, no buffered
-/// reads on this kernel, or the shard's buffers ran out.
+/// `Ready(None)` means read with a plain recv instead: another driver, no
+/// buffered reads on this kernel, or the shard's buffers ran out.
 ///
-/// The caller's buffer is never lent to the kernel here, so dropping this
-/// future at any point loses neither memory safety nor data.
-async fn read_buffered<B: IoBufMut>(
+/// The caller's buffer is never lent to the kernel here, so dropping the
+/// read at any point loses neither memory safety nor data.
+fn poll_buffered<B: IoBufMut>(
     fd: &SharedFd,
     buf: &mut B,
     offset: usize,
-) -> Option<io::Result<usize>> {
+    cx: &mut Context<'_>,
+) -> Poll<Option<io::Result<usize>>> {
     #[cfg(target_os = "linux")]
     {
         use crate::driver::uring::Buffered;
         use crate::driver::Driver;
-        std::future::poll_fn(|cx| {
-            let total = buf.bytes_total();
-            let offset = offset.min(total);
-            // SAFETY: `offset <= total`, inside the buffer's writable memory.
-            let dst = unsafe { buf.write_ptr().add(offset) };
-            let polled = context::with_current_driver(|uid, driver| match driver {
-                Driver::Uring(uring) => {
-                    uring.read_buffered(uid, fd, dst, total - offset, cx.waker())
+        let total = buf.bytes_total();
+        let offset = offset.min(total);
+        // SAFETY: `offset <= total`, inside the buffer's writable memory.
+        let dst = unsafe { buf.write_ptr().add(offset) };
+        let polled = context::with_current_driver(|uid, driver| match driver {
+            Driver::Uring(uring) => uring.read_buffered(uid, fd, dst, total - offset, cx.waker()),
+            Driver::Poll(_) => Buffered::Fallback,
+        });
+        match polled {
+            None | Some(Buffered::Fallback) => Poll::Ready(None),
+            Some(Buffered::Pending) => Poll::Pending,
+            Some(Buffered::Ready(result)) => {
+                if let Ok(n) = result {
+                    // SAFETY: `n` bytes after `offset` were just copied in.
+                    unsafe { buf.set_init(offset + n) };
                 }
-                Driver::Poll(_) => Buffered::Fallback,
-            });
-            match polled {
-                None | Some(Buffered::Fallback) => Poll::Ready(None),
-                Some(Buffered::Pending) => Poll::Pending,
-                Some(Buffered::Ready(result)) => {
-                    if let Ok(n) = result {
-                        // SAFETY: `n` bytes after `offset` were just copied in.
-                        unsafe { buf.set_init(offset + n) };
-                    }
-                    Poll::Ready(Some(result))
-                }
+                Poll::Ready(Some(result))
             }
-        })
-        .await
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (fd, buf, offset, context::in_shard);
-        None
+        let _ = (fd, buf, offset, cx, context::in_shard);
+        Poll::Ready(None)
     }
 }
 
 /// Reads into `buf[offset..capacity]` what dropped reads left on the socket
 /// (see `SharedFd::late_begin`), waiting while one is still in flight, or
-/// the error one of them got; `None` when there is nothing, and the read
-/// goes on as usual.
-async fn read_late<B: IoBufMut>(
+/// the error one of them got; `Ready(None)` when there is nothing, and the
+/// read goes on as usual.
+fn poll_late<B: IoBufMut>(
     fd: &SharedFd,
     buf: &mut B,
     offset: usize,
-) -> Option<io::Result<usize>> {
+    cx: &mut Context<'_>,
+) -> Poll<Option<io::Result<usize>>> {
     if !fd.has_late() {
-        return None;
+        return Poll::Ready(None);
     }
-    std::future::poll_fn(|cx| {
-        let total = buf.bytes_total();
-        let offset = offset.min(total);
-        // SAFETY: `offset <= total`, inside the buffer's writable memory,
-        // which has `total - offset` bytes from there.
-        let polled = unsafe { fd.poll_late(cx, buf.write_ptr().add(offset), total - offset) };
-        if let Poll::Ready(Some(Ok(n))) = polled {
-            // SAFETY: `n` bytes after `offset` were just copied in.
-            unsafe { buf.set_init(offset + n) };
-        }
-        polled
-    })
-    .await
+    let total = buf.bytes_total();
+    let offset = offset.min(total);
+    // SAFETY: `offset <= total`, inside the buffer's writable memory,
+    // which has `total - offset` bytes from there.
+    let polled = unsafe { fd.poll_late(cx, buf.write_ptr().add(offset), total - offset) };
+    if let Poll::Ready(Some(Ok(n))) = polled {
+        // SAFETY: `n` bytes after `offset` were just copied in.
+        unsafe { buf.set_init(offset + n) };
+    }
+    polled
 }
 
-pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufResult<usize, B> {
-    if buf.bytes_total() == 0 {
-        // Nothing to read into: at once, as tokio does (a zero-length recv
-        // on io_uring would wait for data it cannot take).
-        return (Ok(0), buf);
+/// The future of a stream's `read`: what dropped reads left first, then a
+/// buffered read, and a plain recv into `buf` when neither can serve it.
+/// Hand-written, so its common path (a buffered read that finds its bytes
+/// or keeps the waker) moves nothing but the buffer it hands back.
+pub(crate) struct Read<'a, B: IoBufMut> {
+    fd: &'a SharedFd,
+    step: ReadStep<B>,
+}
+
+enum ReadStep<B: IoBufMut> {
+    /// Reading what dropped reads left, then buffered.
+    Buffered(B),
+    /// A plain recv into the buffer.
+    Direct(Op<Recv<B>>),
+    Done,
+}
+
+pub(crate) fn read<B: IoBufMut>(fd: &SharedFd, buf: B) -> Read<'_, B> {
+    Read {
+        fd,
+        step: ReadStep::Buffered(buf),
     }
-    if let Some(result) = read_late(fd, &mut buf, 0).await {
-        return (result, buf);
+}
+
+impl<B: IoBufMut> Future for Read<'_, B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let fd = this.fd;
+        if let ReadStep::Buffered(buf) = &mut this.step {
+            // Nothing to read into: at once, as tokio does (a zero-length
+            // recv on io_uring would wait for data it cannot take).
+            let polled = if buf.bytes_total() == 0 {
+                Poll::Ready(Some(Ok(0)))
+            } else {
+                match poll_late(fd, buf, 0, cx) {
+                    Poll::Ready(None) => poll_buffered(fd, buf, 0, cx),
+                    late => late,
+                }
+            };
+            let Poll::Ready(result) = polled else {
+                return Poll::Pending;
+            };
+            let ReadStep::Buffered(buf) = std::mem::replace(&mut this.step, ReadStep::Done) else {
+                unreachable!("matched above")
+            };
+            let Some(result) = result else {
+                this.step = ReadStep::Direct(Op::new(Recv {
+                    fd: fd.clone(),
+                    buf,
+                    offset: 0,
+                    stream: true,
+                }));
+                return this.poll_direct(cx);
+            };
+            return Poll::Ready((result, buf));
+        }
+        this.poll_direct(cx)
     }
-    if let Some(result) = read_buffered(fd, &mut buf, 0).await {
-        return (result, buf);
+}
+
+impl<B: IoBufMut> Read<'_, B> {
+    fn poll_direct(&mut self, cx: &mut Context<'_>) -> Poll<BufResult<usize, B>> {
+        let ReadStep::Direct(op) = &mut self.step else {
+            panic!("a read polled after it completed");
+        };
+        let result = std::task::ready!(op.poll_result(cx));
+        let mut recv = op.take();
+        self.step = ReadStep::Done;
+        if let Ok(n) = result {
+            recv.commit(n);
+        }
+        Poll::Ready((result, recv.buf))
     }
-    read_direct(fd, buf, true).await
 }
 
 /// One recv straight into `buf` (datagram sockets, `stream == false`,
@@ -122,7 +180,7 @@ pub(crate) async fn read_exact<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufRes
     let total = buf.bytes_total();
     let mut offset = 0;
     while offset < total {
-        match read_late(fd, &mut buf, offset).await {
+        match std::future::poll_fn(|cx| poll_late(fd, &mut buf, offset, cx)).await {
             Some(Ok(n)) => {
                 offset += n;
                 continue;
@@ -130,7 +188,8 @@ pub(crate) async fn read_exact<B: IoBufMut>(fd: &SharedFd, mut buf: B) -> BufRes
             Some(Err(error)) => return (Err(error), buf),
             None => {}
         }
-        if let Some(result) = read_buffered(fd, &mut buf, offset).await {
+        let buffered = std::future::poll_fn(|cx| poll_buffered(fd, &mut buf, offset, cx)).await;
+        if let Some(result) = buffered {
             match result {
                 Ok(0) => {
                     let eof = io::Error::new(
@@ -181,32 +240,92 @@ pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B
     (result, send.buf)
 }
 
-pub(crate) async fn write_all<B: IoBuf>(fd: &SharedFd, mut buf: B) -> BufResult<usize, B> {
-    let total = buf.bytes_init();
-    let mut offset = 0;
-    loop {
-        let send = Send {
+/// The future of `write_all`: one send op, restarted in place for the
+/// rest after a short send (hand-written, so a whole write moves its
+/// buffer only when it hands it back).
+pub(crate) struct WriteAll<B: IoBuf> {
+    send: Op<Send<B>>,
+    total: usize,
+}
+
+pub(crate) fn write_all<B: IoBuf>(fd: &SharedFd, buf: B) -> WriteAll<B> {
+    WriteAll {
+        total: buf.bytes_init(),
+        send: Op::new(Send {
             fd: fd.clone(),
             buf,
-            offset,
-        };
-        let (result, send) = Op::new(send).await;
-        buf = send.buf;
-        match result {
-            Ok(0) if offset < total => {
-                let error = io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("the socket accepted no more bytes after {offset} of {total}"),
-                );
-                return (Err(error), buf);
+            offset: 0,
+        }),
+    }
+}
+
+impl<B: IoBuf> Future for WriteAll<B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let total = this.total;
+        if this.send.is_idle() && this.send.resources().offset == 0 {
+            let send = this.send.resources();
+            // After the socket's write-behind send (and its error), this
+            // write may be one.
+            match send.fd.poll_sent(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => return Poll::Ready((Err(error), this.send.take().buf)),
+                Poll::Ready(Ok(())) => {}
             }
-            Ok(n) => offset += n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return (Err(error), buf),
+            if write_behind(&send.fd, &send.buf) {
+                return Poll::Ready((Ok(total), this.send.take().buf));
+            }
         }
-        if offset >= total {
-            return (Ok(total), buf);
+        loop {
+            let result = std::task::ready!(this.send.poll_result(cx));
+            let send = this.send.resources();
+            match result {
+                Ok(0) if send.offset < total => {
+                    let error = io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!(
+                            "the socket accepted no more bytes after {} of {total}",
+                            send.offset
+                        ),
+                    );
+                    return Poll::Ready((Err(error), this.send.take().buf));
+                }
+                Ok(n) => send.offset += n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Poll::Ready((Err(error), this.send.take().buf)),
+            }
+            if send.offset >= total {
+                return Poll::Ready((Ok(total), this.send.take().buf));
+            }
+            this.send.restart();
         }
+    }
+}
+
+/// Copies `buf` and queues its send behind the caller, on io_uring (see
+/// `driver/uring/behind.rs`); false when the caller must send it itself.
+fn write_behind<B: IoBuf>(fd: &SharedFd, buf: &B) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::driver::Driver;
+        if buf.bytes_init() == 0 {
+            return false;
+        }
+        // SAFETY: an `IoBuf` has `bytes_init` initialized bytes at
+        // `read_ptr`, which it does not change while borrowed.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        context::with_current_driver(|_, driver| match driver {
+            Driver::Uring(uring) => uring.write_behind(fd, bytes),
+            Driver::Poll(_) => false,
+        })
+        .unwrap_or(false)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, buf);
+        false
     }
 }
 
@@ -246,11 +365,11 @@ macro_rules! stream_io_methods {
         /// its driver (off its shard, after `block_on` returned, say; or
         /// while the driver is in use) has its `buf` leaked rather than
         /// freed under the kernel, with whatever the kernel put there.
-        pub async fn read<B: $crate::buf::IoBufMut>(
+        pub fn read<B: $crate::buf::IoBufMut>(
             &mut self,
             buf: B,
-        ) -> $crate::buf::BufResult<usize, B> {
-            $crate::net::stream::read(&self.fd, buf).await
+        ) -> impl std::future::Future<Output = $crate::buf::BufResult<usize, B>> + use<'_, B> {
+            $crate::net::stream::read(&self.fd, buf)
         }
 
         /// Reads until `buf` is full, or fails with `UnexpectedEof` if the
@@ -293,11 +412,11 @@ macro_rules! stream_io_methods {
         /// Not cancel safe for data: if the future is dropped, an unknown
         /// prefix of `buf` has been sent. Memory safety holds as for
         #[doc = concat!("[`write`](", $kind, "::write).")]
-        pub async fn write_all<B: $crate::buf::IoBuf>(
+        pub fn write_all<B: $crate::buf::IoBuf>(
             &mut self,
             buf: B,
-        ) -> $crate::buf::BufResult<usize, B> {
-            $crate::net::stream::write_all(&self.fd, buf).await
+        ) -> impl std::future::Future<Output = $crate::buf::BufResult<usize, B>> + use<'_, B> {
+            $crate::net::stream::write_all(&self.fd, buf)
         }
 
         /// Writes from several buffers in one `sendmsg`, in order; returns

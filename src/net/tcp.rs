@@ -175,8 +175,13 @@ impl TcpStream {
     stream_io_methods!("TcpStream");
 
     /// Shuts down the read, write or both halves of the connection.
+    ///
+    /// A write shutdown comes after the bytes of every write that returned:
+    /// with a buffered `write_all` still sending (see
+    /// [`Builder::buffered_writes`](crate::Builder::buffered_writes)), it is
+    /// made once that send is done.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        SockRef::from(&self.fd).shutdown(how)
+        self.fd.shutdown(how)
     }
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm when `true`).
@@ -241,11 +246,11 @@ impl OwnedReadHalf {
     /// # Cancel safety
     ///
     /// As for [`TcpStream::read`].
-    pub async fn read<B: crate::buf::IoBufMut>(
+    pub fn read<B: crate::buf::IoBufMut>(
         &mut self,
         buf: B,
-    ) -> crate::buf::BufResult<usize, B> {
-        super::stream::read(&self.fd, buf).await
+    ) -> impl std::future::Future<Output = crate::buf::BufResult<usize, B>> + use<'_, B> {
+        super::stream::read(&self.fd, buf)
     }
 
     /// Fills `buf` to its capacity, see [`TcpStream::read_exact`].
@@ -294,11 +299,11 @@ impl OwnedWriteHalf {
     /// # Cancel safety
     ///
     /// As for [`TcpStream::write_all`].
-    pub async fn write_all<B: crate::buf::IoBuf>(
+    pub fn write_all<B: crate::buf::IoBuf>(
         &mut self,
         buf: B,
-    ) -> crate::buf::BufResult<usize, B> {
-        super::stream::write_all(&self.fd, buf).await
+    ) -> impl std::future::Future<Output = crate::buf::BufResult<usize, B>> + use<'_, B> {
+        super::stream::write_all(&self.fd, buf)
     }
 
     /// Writes from several buffers, see [`TcpStream::writev`].
@@ -322,7 +327,7 @@ impl OwnedWriteHalf {
 impl Drop for OwnedWriteHalf {
     fn drop(&mut self) {
         // The peer may already be gone; nothing to report.
-        let _ = SockRef::from(&self.fd).shutdown(Shutdown::Write);
+        let _ = self.fd.shutdown(Shutdown::Write);
     }
 }
 

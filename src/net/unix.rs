@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 
-use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::poll_io::PollIo;
 use super::stream::stream_io_methods;
@@ -135,8 +135,13 @@ impl UnixStream {
     stream_io_methods!("UnixStream");
 
     /// Shuts down the read, write or both halves of the connection.
+    ///
+    /// A write shutdown comes after the bytes of every write that returned:
+    /// with a buffered `write_all` still sending (see
+    /// [`Builder::buffered_writes`](crate::Builder::buffered_writes)), it is
+    /// made once that send is done.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        SockRef::from(&self.fd).shutdown(how)
+        self.fd.shutdown(how)
     }
 
     /// The remote address.

@@ -47,6 +47,7 @@ pub struct Builder {
     driver_type: DriverType,
     io_entries: u32,
     buffered_reads: bool,
+    buffered_writes: bool,
     multishot_accept: bool,
     queue_size: usize,
     thread_name: String,
@@ -65,6 +66,7 @@ impl Default for Builder {
             driver_type: DriverType::Auto,
             io_entries: 1024,
             buffered_reads: true,
+            buffered_writes: true,
             multishot_accept: true,
             queue_size: 256,
             thread_name: "ringshard-worker".to_owned(),
@@ -122,6 +124,29 @@ impl Builder {
     /// driver reads straight into your buffer with a syscall.
     pub fn buffered_reads(mut self, enable: bool) -> Builder {
         self.buffered_reads = enable;
+        self
+    }
+
+    /// Whether a small `write_all` on io_uring (up to 4 KiB) copies its
+    /// bytes into a buffer of the shard's and returns at once, its send
+    /// running behind it (default `true`), as a write into a kernel socket
+    /// buffer returns once the bytes are accepted.
+    ///
+    /// Buffered, the task goes on in the same poll instead of being woken
+    /// by the send's completion only to get its buffer back: about half the
+    /// task polls per request on a request-response stream, and at one
+    /// connection one syscall per request instead of two (see
+    /// BENCHMARKS.md). Bytes still go out in the order they were written:
+    /// a socket has one such send in flight, and every later write (and a
+    /// write shutdown, or the close of a dropped stream) waits for it. An
+    /// error it gets (a reset) is returned by the socket's next write.
+    ///
+    /// Unbuffered (`false`), `write_all` returns when the kernel has sent
+    /// from your buffer. Larger writes, `write` and `writev` always lend
+    /// your buffer to the kernel; the readiness driver writes with a
+    /// syscall, which copies into the kernel's socket buffer.
+    pub fn buffered_writes(mut self, enable: bool) -> Builder {
+        self.buffered_writes = enable;
         self
     }
 
@@ -318,6 +343,7 @@ impl Builder {
         DriverOptions {
             entries: self.io_entries,
             buffered_reads: self.buffered_reads,
+            buffered_writes: self.buffered_writes,
             multishot_accept: self.multishot_accept,
         }
     }

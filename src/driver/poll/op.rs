@@ -9,7 +9,7 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::fd::SharedFd;
 use crate::driver::op::Direction;
 use crate::driver::op::{
-    Accept, Connect, Operation, Readiness, Recv, RecvMsg, Send, SendMsg, State,
+    Accept, Connect, Operation, Phase, Readiness, Recv, RecvMsg, Send, SendMsg, State,
 };
 
 /// Makes the op's syscall once, without blocking.
@@ -235,42 +235,41 @@ pub(crate) fn poll<T: Operation>(
     uid: u64,
     state: &mut State<T>,
     cx: &mut Context<'_>,
-) -> Poll<(io::Result<usize>, T)> {
-    if let State::Idle(op) = state {
-        let token = match op.socket() {
+) -> Poll<io::Result<usize>> {
+    if let Phase::Idle = state.phase {
+        let token = match state.op_mut().socket() {
             Some(fd) => token_of(driver, uid, fd),
             None => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the readiness driver runs socket ops only",
             )),
         };
-        let State::Idle(op) = std::mem::replace(state, State::Done) else {
-            unreachable!("matched above")
-        };
         match token {
             Ok(token) => {
-                *state = State::Poll {
+                state.phase = Phase::Poll {
                     uid,
                     token,
                     waiter: None,
-                    op,
                 }
             }
-            Err(error) => return Poll::Ready((Err(error), op)),
+            Err(error) => return state.finish(Err(error)),
         }
     }
-    let State::Poll {
+    let Phase::Poll {
         uid: owner,
         token,
         waiter,
-        op,
-    } = state
+    } = &mut state.phase
     else {
         return Poll::Pending;
     };
     if *owner != uid {
         return Poll::Pending;
     }
+    let op = state
+        .op
+        .as_mut()
+        .expect("an op keeps its resources until taken");
     loop {
         if !driver.is_ready(*token, T::DIRECTION) {
             driver.set_waiter(*token, T::DIRECTION, waiter, cx.waker());
@@ -288,10 +287,7 @@ pub(crate) fn poll<T: Operation>(
                 if matches!(result, Ok(n) if op.drained(n)) {
                     driver.drained(*token, T::DIRECTION);
                 }
-                let State::Poll { op, .. } = std::mem::replace(state, State::Done) else {
-                    unreachable!("matched above")
-                };
-                return Poll::Ready((result, op));
+                return state.finish(result);
             }
         }
     }

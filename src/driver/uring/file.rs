@@ -30,7 +30,7 @@ use super::op::UringOp;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context;
 use crate::driver::fd::SharedFd;
-use crate::driver::op::{OpCode, State};
+use crate::driver::op::{OpCode, Phase, State};
 use crate::driver::Driver;
 
 /// The most one read or write moves (Linux's `MAX_RW_COUNT`); the kernel
@@ -131,7 +131,7 @@ pub(crate) struct FileOp<T: OpCode + UringOp> {
 impl<T: OpCode + UringOp> FileOp<T> {
     pub(crate) fn new(op: T) -> FileOp<T> {
         FileOp {
-            state: State::Idle(op),
+            state: State::new(op),
             _shard_bound: PhantomData,
         }
     }
@@ -142,38 +142,30 @@ impl<T: OpCode + UringOp> Future for FileOp<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let state = &mut self.get_mut().state;
-        context::with_current_driver(|uid, driver| match driver {
+        let polled = context::with_current_driver(|uid, driver| match driver {
             Driver::Uring(uring) => super::op::poll(uring, uid, state, cx),
             #[allow(unreachable_patterns, reason = "one backend on some targets")]
-            _ => not_on_a_ring(state),
-        })
-        .unwrap_or_else(|| not_on_a_ring(state))
+            _ => state.off_driver(not_on_a_ring),
+        });
+        let result = std::task::ready!(polled.unwrap_or_else(|| state.off_driver(not_on_a_ring)));
+        let op = state
+            .op
+            .take()
+            .expect("a file op's resources are taken once");
+        Poll::Ready((result, op))
     }
 }
 
-/// A file op polled where no ring is: an error if it has not started; if
-/// it is in flight (on another thread's ring), it keeps waiting.
-fn not_on_a_ring<T>(state: &mut State<T>) -> Poll<(io::Result<usize>, T)> {
-    match std::mem::replace(state, State::Done) {
-        State::Idle(op) => Poll::Ready((
-            Err(io::Error::other(
-                "a native file op must run on an io_uring shard",
-            )),
-            op,
-        )),
-        other => {
-            *state = other;
-            Poll::Pending
-        }
-    }
+/// A file op polled where no ring is (it keeps waiting if it is in flight,
+/// on another thread's ring).
+fn not_on_a_ring() -> io::Error {
+    io::Error::other("a native file op must run on an io_uring shard")
 }
 
 impl<T: OpCode + UringOp> Drop for FileOp<T> {
     fn drop(&mut self) {
-        if !matches!(self.state, State::Uring { .. }) {
-            return;
-        }
-        if let State::Uring { uid, key, op } = std::mem::replace(&mut self.state, State::Done) {
+        if let Phase::Uring { uid, key } = self.state.phase {
+            let op = self.state.op.take().expect("in flight with its resources");
             super::op::abandon(uid, key, op);
         }
     }

@@ -24,6 +24,7 @@
 //! freed memory is not. The eventfd read buffer follows the same rule.
 
 mod accept;
+mod behind;
 pub(crate) mod file;
 pub(crate) mod op;
 mod recv;
@@ -55,6 +56,9 @@ const IORING_ENTER_GETEVENTS: u32 = 1;
 /// The longest wait handed to the kernel; a longer park just turns the loop
 /// once a day.
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// How long a shutting-down shard waits for its write-behind sends before it
+/// cancels them (see `shutdown`).
+const BEHIND_GRACE: Duration = Duration::from_millis(100);
 
 /// The lifecycle of one op, see the module's `# Safety` section.
 enum Lifecycle {
@@ -67,6 +71,9 @@ enum Lifecycle {
     Multishot(Box<Multishot>),
     /// A listener's multishot accept (see `accept.rs`).
     Accepts(Box<Accepts>),
+    /// A write-behind send (see `behind.rs`): the slab owns it, and its
+    /// CQE recycles its buffer.
+    Behind(behind::Behind),
 }
 
 struct Slot {
@@ -129,6 +136,9 @@ pub(crate) struct Tuning {
     /// `fs` runs its calls as native file ops where the kernel has the
     /// opcode (`file.rs`), not on the blocking pool.
     pub(crate) file_ops: bool,
+    /// A small `write_all` copies its bytes and returns, the send running
+    /// behind it (`behind.rs`).
+    pub(crate) write_behind: bool,
 }
 
 impl Default for Tuning {
@@ -140,6 +150,7 @@ impl Default for Tuning {
             multishot_accept: true,
             msg_ring: true,
             file_ops: true,
+            write_behind: true,
         }
     }
 }
@@ -152,6 +163,7 @@ impl Tuning {
         let mut tuning = Tuning {
             multishot_recv: options.buffered_reads,
             multishot_accept: options.multishot_accept,
+            write_behind: options.buffered_writes,
             ..Tuning::default()
         };
         let Ok(spec) = std::env::var("RINGSHARD_URING_TUNE") else {
@@ -164,7 +176,7 @@ impl Tuning {
                     format!(
                         "RINGSHARD_URING_TUNE: {item:?} is not one of setup=0|1|2, direct_send=0|1|2, \
                          multishot_recv=0|1, multishot_accept=0|1, msg_ring=0|1, \
-                         file_ops=0|1"
+                         file_ops=0|1, write_behind=0|1"
                     ),
                 )
             };
@@ -183,6 +195,7 @@ impl Tuning {
                 "multishot_accept" => tuning.multishot_accept = switch()?,
                 "msg_ring" => tuning.msg_ring = switch()?,
                 "file_ops" => tuning.file_ops = switch()?,
+                "write_behind" => tuning.write_behind = switch()?,
                 _ => return Err(bad()),
             }
         }
@@ -211,6 +224,13 @@ pub(crate) struct UringDriver {
     multishot_works: bool,
     /// Multishot ops to pause (cancel) once the current reap is done.
     paused: Vec<u64>,
+    /// Write-behind sends cut short, resubmitted after the reap as paused
+    /// ops are cancelled (a push may reap).
+    resends: Vec<u64>,
+    /// The buffers of write-behind sends.
+    behind: behind::Pool,
+    /// The CQEs of one reap batch (see `reap_batches`).
+    batch: Vec<(u64, i32, u32)>,
     /// A wake (eventfd read or message) was reaped during this park's own
     /// submission (a full SQ flushes and reaps): the park must not wait.
     woken: bool,
@@ -284,6 +304,9 @@ impl UringDriver {
             buffered_off: !tuning.multishot_recv,
             multishot_works: false,
             paused: Vec::new(),
+            resends: Vec::new(),
+            behind: behind::Pool::default(),
+            batch: Vec::new(),
             woken: false,
             ready: Ready::default(),
             stats: DriverStats::default(),
@@ -441,6 +464,48 @@ impl UringDriver {
             .user_data(TOKEN_IGNORE);
         // SAFETY: an ASYNC_CANCEL carries no pointers.
         unsafe { self.push(sqe) };
+    }
+
+    /// Whether a send tries a direct `send` syscall before the ring
+    /// (`Tuning::direct_send`).
+    pub(crate) fn sends_directly(&mut self) -> bool {
+        // Never ahead of queued SQEs: one may be a dropped send on this
+        // socket (with its cancel), whose bytes must not come after ours.
+        self.submission_empty()
+            && match self.tuning.direct_send {
+                0 => false,
+                1 => true,
+                _ => crate::context::nothing_else_ready(),
+            }
+    }
+
+    /// Copies `bytes` and queues their send behind the caller (see
+    /// `behind.rs`); false when it did not (off, too large, no free buffer,
+    /// or the socket could not be made blocking), and the caller sends them
+    /// itself. Nor does it when the send would be a direct syscall: that
+    /// completes the write in this poll too, and a send queued behind a
+    /// shard about to park would end its wait with its own completion.
+    /// The caller has checked that no other send of the socket is in flight
+    /// ([`SharedFd::poll_sent`]).
+    pub(crate) fn write_behind(&mut self, fd: &SharedFd, bytes: &[u8]) -> bool {
+        if !self.tuning.write_behind || self.sends_directly() || op::make_blocking(fd).is_err() {
+            return false;
+        }
+        let behind::Attempt::Queued(sqe, behind) = self.behind.attempt(fd, bytes) else {
+            return false;
+        };
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let index = self.ops.insert(Slot {
+            generation,
+            state: Lifecycle::Behind(behind),
+        });
+        let key = OpKey { index, generation };
+        // SAFETY: the SQE points into a pool buffer, which stays out of the
+        // pool until the send's final CQE (or is leaked with the pool).
+        unsafe { self.push(sqe.user_data(key.user_data())) };
+        fd.send_begin();
+        true
     }
 
     /// A buffered read of a stream socket into `dst[..len]` (see `recv.rs`):
@@ -760,6 +825,15 @@ impl UringDriver {
         while let Some(user_data) = self.paused.pop() {
             self.cancel(user_data);
         }
+        while let Some(user_data) = self.resends.pop() {
+            let key = OpKey::from_user_data(user_data);
+            if let Some(Lifecycle::Behind(behind)) = state_of(&mut self.ops, key) {
+                let sqe = self.behind.sqe(behind).user_data(user_data);
+                // SAFETY: the SQE points into a pool buffer, which stays
+                // out of the pool until the send's final CQE.
+                unsafe { self.push(sqe) };
+            }
+        }
     }
 
     fn reap_batches(&mut self) {
@@ -769,15 +843,17 @@ impl UringDriver {
             if self.ring.completion().is_empty() && !self.ring.submission().cq_overflow() {
                 break;
             }
-            let mut batch = [(0u64, 0i32, 0u32); BATCH];
-            let mut count = 0;
-            for cqe in self.ring.completion().take(BATCH) {
-                batch[count] = (cqe.user_data(), cqe.result(), cqe.flags());
-                count += 1;
-            }
-            for &(user_data, result, flags) in &batch[..count] {
+            // The batch's memory is kept between reaps (an array would be
+            // zeroed each time).
+            let mut batch = std::mem::take(&mut self.batch);
+            batch.clear();
+            let cqes = self.ring.completion().take(BATCH);
+            batch.extend(cqes.map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())));
+            for &(user_data, result, flags) in &batch {
                 self.complete(user_data, result, flags);
             }
+            let count = batch.len();
+            self.batch = batch;
             if count == BATCH {
                 continue;
             }
@@ -827,6 +903,16 @@ impl UringDriver {
                     }
                     return;
                 }
+                if let Lifecycle::Behind(behind) = &mut slot.state {
+                    if self.behind.complete(behind, result, &mut self.ready.wakers) {
+                        self.resends.push(user_data);
+                    } else if let Lifecycle::Behind(behind) = self.ops.remove(index).state {
+                        // The fd clone is dropped outside the driver: if it
+                        // is the last, its close goes through the driver.
+                        self.ready.fds.push(behind.fd);
+                    }
+                    return;
+                }
                 if let Lifecycle::Multishot(multishot) = &mut slot.state {
                     self.multishot_works |= result > 0;
                     let bufs = self.bufs.as_mut().expect("armed only with a buffer ring");
@@ -850,15 +936,26 @@ impl UringDriver {
                     Lifecycle::Submitted
                     | Lifecycle::Completed(_)
                     | Lifecycle::Multishot(_)
-                    | Lifecycle::Accepts(_) => {}
+                    | Lifecycle::Accepts(_)
+                    | Lifecycle::Behind(_) => {}
                 }
             }
         }
     }
 
     pub(crate) fn take_ready(&mut self, out: &mut Ready) {
-        out.wakers.append(&mut self.ready.wakers);
-        out.orphans.append(&mut self.ready.orphans);
+        // The shard hands back emptied vectors: swapping keeps both
+        // allocations, with no copy.
+        fn take<T>(out: &mut Vec<T>, from: &mut Vec<T>) {
+            if out.is_empty() {
+                std::mem::swap(out, from);
+            } else {
+                out.append(from);
+            }
+        }
+        take(&mut out.wakers, &mut self.ready.wakers);
+        take(&mut out.orphans, &mut self.ready.orphans);
+        take(&mut out.fds, &mut self.ready.fds);
     }
 
     pub(crate) fn wake_all(&mut self, out: &mut Ready) {
@@ -883,19 +980,7 @@ impl UringDriver {
     /// have completed or `deadline` passes. What is still in flight after
     /// that is leaked, never freed under the kernel.
     pub(crate) fn shutdown(&mut self, deadline: Instant, out: &mut Ready) {
-        let keys: Vec<u64> = self
-            .ops
-            .iter()
-            .filter(|(_, slot)| slot.in_flight())
-            .map(|(index, slot)| {
-                OpKey {
-                    index,
-                    generation: slot.generation,
-                }
-                .user_data()
-            })
-            .chain(self.eventfd_armed.then_some(TOKEN_EVENTFD))
-            .collect();
+        let keys = self.in_flight_keys(false);
         // Deliberately broken build for the shutdown test: cancel nothing.
         #[cfg(ringshard_broken = "no_shutdown_cancel")]
         let keys: Vec<u64> = keys.into_iter().filter(|_| false).collect();
@@ -907,17 +992,47 @@ impl UringDriver {
         // completes need not be leaked.
         self.enter(0, None);
         self.reap();
+        // Write-behind sends are not cancelled at first: their writes have
+        // returned, so their bytes go out if the socket takes them. One
+        // still waiting after the grace has a peer that is not reading.
+        let grace = Instant::now() + BEHIND_GRACE;
+        let mut behind_cancelled = false;
         loop {
             let pending = self.eventfd_armed || self.ops.iter().any(|(_, s)| s.in_flight());
             let now = Instant::now();
             if !pending || now >= deadline {
                 break;
             }
+            if now >= grace && !behind_cancelled {
+                behind_cancelled = true;
+                for user_data in self.in_flight_keys(true) {
+                    self.cancel(user_data);
+                }
+            }
             self.enter(1, Some((deadline - now).min(Duration::from_millis(10))));
             self.reap();
         }
         self.take_ready(out);
         self.leak_in_flight();
+    }
+
+    /// The user data of every op in flight (and of the armed eventfd read)
+    /// but write-behind sends, or of those sends only.
+    fn in_flight_keys(&self, behind: bool) -> Vec<u64> {
+        let ops = self
+            .ops
+            .iter()
+            .filter(|(_, slot)| slot.in_flight())
+            .filter(|(_, slot)| matches!(slot.state, Lifecycle::Behind(_)) == behind)
+            .map(|(index, slot)| {
+                OpKey {
+                    index,
+                    generation: slot.generation,
+                }
+                .user_data()
+            });
+        let eventfd = (!behind && self.eventfd_armed).then_some(TOKEN_EVENTFD);
+        ops.chain(eventfd).collect()
     }
 
     /// Forgets every resource the kernel may still write into: abandoned
@@ -929,6 +1044,9 @@ impl UringDriver {
             armed |= matches!(&slot.state, Lifecycle::Multishot(m) if m.armed());
             match slot.state {
                 Lifecycle::Abandoned(orphan) => std::mem::forget(orphan),
+                // Its fd clone too: the socket stays open, never reused
+                // under the send.
+                Lifecycle::Behind(behind) => std::mem::forget(behind),
                 Lifecycle::Multishot(multishot) if multishot.armed() => std::mem::forget(multishot),
                 Lifecycle::Accepts(mut accepts) if accepts.armed() => {
                     accepts.discard();
@@ -937,6 +1055,7 @@ impl UringDriver {
                 _ => {}
             }
         }
+        self.behind.release();
         if let Some(bufs) = self.bufs.take() {
             // A recv still armed may pick a buffer: `bufs` is dropped
             // without freeing (a `BufRing` only frees in `unregister`).

@@ -10,7 +10,9 @@ use super::{OpKey, UringDriver};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context;
 use crate::driver::fd::SharedFd;
-use crate::driver::op::{Accept, Connect, OpCode, Readiness, Recv, RecvMsg, Send, SendMsg, State};
+use crate::driver::op::{
+    Accept, Connect, OpCode, Phase, Readiness, Recv, RecvMsg, Send, SendMsg, State,
+};
 use crate::driver::{Driver, Orphan};
 
 /// Builds the op's SQE. Its pointers point into heap memory the op owns, so
@@ -147,7 +149,7 @@ impl<const WRITE: bool> UringOp for Readiness<WRITE> {
 /// submitter either way, but with `O_NONBLOCK` a retry the kernel punts to
 /// its worker threads completes with `EAGAIN` (or a connect with
 /// `EINPROGRESS`) instead of waiting.
-fn make_blocking(fd: &SharedFd) -> io::Result<()> {
+pub(crate) fn make_blocking(fd: &SharedFd) -> io::Result<()> {
     if fd.is_blocking() {
         return Ok(());
     }
@@ -169,57 +171,48 @@ pub(crate) fn to_result(result: i32) -> io::Result<usize> {
     }
 }
 
-/// Submits the op on its first poll, then waits for its CQE.
+/// Submits the op on its first poll, then waits for its CQE. The op stays
+/// in `state` throughout; its result leaves it there, in `Phase::Done`.
 pub(crate) fn poll<T: OpCode + UringOp>(
     uring: &mut UringDriver,
     uid: u64,
     state: &mut State<T>,
     cx: &mut Context<'_>,
-) -> Poll<(io::Result<usize>, T)> {
-    if let State::Idle(_) = state {
-        let State::Idle(mut op) = std::mem::replace(state, State::Done) else {
-            unreachable!("checked above")
-        };
-        if let Some(Err(error)) = op.socket().map(make_blocking) {
-            return Poll::Ready((Err(error), op));
-        }
-        // Never ahead of queued SQEs: one may be a dropped send on this
-        // socket (with its cancel), whose bytes must not come after ours.
-        let direct = T::TRIES_NOW
-            && uring.submission_empty()
-            && match uring.tuning.direct_send {
-                0 => false,
-                1 => true,
-                _ => context::nothing_else_ready(),
-            };
-        if direct {
-            if let Some(result) = op.try_now() {
-                return Poll::Ready((result, op));
+) -> Poll<io::Result<usize>> {
+    let key = match state.phase {
+        Phase::Uring { uid: owner, key } if owner == uid => key,
+        Phase::Idle => {
+            let op = state.op_mut();
+            if T::WRITES {
+                // After the socket's write-behind send, and its error.
+                match op.socket().map(|fd| fd.poll_sent(cx)) {
+                    Some(Poll::Pending) => return Poll::Pending,
+                    Some(Poll::Ready(Err(error))) => return state.finish(Err(error)),
+                    _ => {}
+                }
             }
+            let op = state.op_mut();
+            if let Some(Err(error)) = op.socket().map(make_blocking) {
+                return state.finish(Err(error));
+            }
+            if T::TRIES_NOW && uring.sends_directly() {
+                if let Some(result) = op.try_now() {
+                    return state.finish(result);
+                }
+            }
+            let sqe = op.sqe();
+            // SAFETY: the SQE points into heap memory `op` owns (see
+            // `UringOp`); `op` stays in `state` and moves into the slab if
+            // its future is dropped before the CQE.
+            let key = unsafe { uring.submit(sqe) };
+            state.phase = Phase::Uring { uid, key };
+            key
         }
-        let sqe = op.sqe();
-        // SAFETY: the SQE points into heap memory `op` owns (see `UringOp`);
-        // `op` stays in the future's state and moves into the slab if the
-        // future is dropped before the CQE.
-        let key = unsafe { uring.submit(sqe) };
-        *state = State::Uring { uid, key, op };
-    }
-    let State::Uring {
-        uid: owner, key, ..
-    } = state
-    else {
-        return Poll::Pending;
+        // In flight on another shard's ring, or done.
+        _ => return Poll::Pending,
     };
-    if *owner != uid {
-        return Poll::Pending;
-    }
-    match uring.poll_op(*key, cx.waker()) {
-        Some(result) => {
-            let State::Uring { op, .. } = std::mem::replace(state, State::Done) else {
-                unreachable!("matched above")
-            };
-            Poll::Ready((to_result(result), op))
-        }
+    match uring.poll_op(key, cx.waker()) {
+        Some(result) => state.finish(to_result(result)),
         None => Poll::Pending,
     }
 }

@@ -254,6 +254,7 @@ fn options() -> crate::driver::DriverOptions {
     crate::driver::DriverOptions {
         entries: 8,
         buffered_reads: false,
+        buffered_writes: false,
         multishot_accept: false,
     }
 }
