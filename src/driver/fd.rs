@@ -179,6 +179,7 @@ impl SharedFd {
 
     /// A write-behind send of this socket was submitted.
     pub(crate) fn send_begin(&self) {
+        #[cfg(not(ringshard_broken = "behind_no_wait"))]
         debug_assert!(!self.inner.sending.get());
         self.inner.sending.set(true);
     }
@@ -210,6 +211,10 @@ impl SharedFd {
     /// until then. Every write checks it before its own bytes.
     #[inline]
     pub(crate) fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Deliberately broken build for the order test: never wait.
+        #[cfg(ringshard_broken = "behind_no_wait")]
+        return Poll::Ready(Ok(()));
+        #[allow(unreachable_code, reason = "after the broken build's return")]
         if !self.inner.sending.get() && self.inner.sent.borrow().is_none() {
             return Poll::Ready(Ok(()));
         }
@@ -248,6 +253,10 @@ impl SharedFd {
     pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
         use std::net::Shutdown;
         let socket = socket2::SockRef::from(self);
+        // Deliberately broken build for the shutdown test: at once.
+        #[cfg(ringshard_broken = "shutdown_before_behind")]
+        return socket.shutdown(how);
+        #[allow(unreachable_code, reason = "after the broken build's return")]
         if !self.inner.sending.get() {
             return socket.shutdown(how);
         }

@@ -1,0 +1,287 @@
+//! Write-behind sends (`Builder::buffered_writes`, on by default on
+//! io_uring): a small `write_all` returns once its bytes are copied, its
+//! send running behind it. Bytes still come out whole and in order whatever
+//! mix of writes follows, a write shutdown (or the close of a dropped
+//! stream) comes after them, a send's error reaches a later write, and a
+//! runtime dropped with a send stuck behind a peer that does not read
+//! neither hangs nor waits out its 5 s.
+//!
+//! Each test was shown to fail against a deliberately broken build:
+//! `RUSTFLAGS='--cfg ringshard_broken="<name>"' cargo test --test net_write_behind`
+//! with the name given on each test.
+
+mod common;
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use common::{serial, Rng};
+use ringshard::net::TcpStream;
+use ringshard::{timeout, DriverType, Runtime};
+
+/// One io_uring shard that never makes a send a direct syscall (on an idle
+/// shard a `write_all` would otherwise try one first, which completes in
+/// its poll too), so small writes always go behind.
+fn runtime() -> Runtime {
+    std::env::set_var("RINGSHARD_URING_TUNE", "direct_send=0");
+    Runtime::builder()
+        .driver_type(DriverType::IoUring)
+        .worker_threads(1)
+        .pin_threads(false)
+        .build()
+        .expect("io_uring runtime")
+}
+
+/// The byte at offset `at` of the test stream.
+fn byte(at: u64) -> u8 {
+    (at % 251) as u8
+}
+
+fn bytes(from: u64, len: usize) -> Vec<u8> {
+    (from..from + len as u64).map(byte).collect()
+}
+
+/// A peer with a small receive buffer that reads slowly (pausing every
+/// 64 KiB, so the sender's writes queue up behind a full socket), checks
+/// every byte against `byte`, and returns how many came before end of
+/// stream. It starts reading once `gate` says so (or is dropped).
+fn slow_reader(
+    gate: std::sync::mpsc::Receiver<()>,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<u64>) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(1).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let _ = gate.recv();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut at = 0u64;
+        let mut buf = vec![0; 1024];
+        let mut since_pause = 0;
+        loop {
+            let n = stream.read(&mut buf).expect("the writer stalled");
+            if n == 0 {
+                return at;
+            }
+            for &b in &buf[..n] {
+                assert_eq!(b, byte(at), "byte {at} is out of order");
+                at += 1;
+            }
+            since_pause += n;
+            if since_pause >= 64 * 1024 {
+                since_pause = 0;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    (addr, reader)
+}
+
+/// Turns the shard until `thread` is done (20 s at most).
+async fn until_finished<T>(thread: &std::thread::JoinHandle<T>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !thread.is_finished() && Instant::now() < deadline {
+        ringshard::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Small `write_all`s (write-behind) mixed with `write`s and large
+/// `write_all`s (both lend their buffer to an awaited send), `writev`s and
+/// (with the `tokio-io` feature) poll-mode writes, which are direct
+/// syscalls, with yields between, 8 MiB in all, into a socket kept full:
+/// the peer reads every byte in order.
+///
+/// Broken build that fails it: `behind_no_wait` (later writes do not wait
+/// for the write-behind send in flight), with `--features tokio-io`.
+#[test]
+fn writes_of_every_kind_keep_their_order_behind_a_full_socket() {
+    let _serial = serial();
+    let (addr, reader) = slow_reader(std::sync::mpsc::channel().1);
+    let finished = &reader;
+    let total = runtime().block_on(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // A small send buffer, so the socket is often full.
+        socket2::SockRef::from(&stream)
+            .set_send_buffer_size(16 * 1024)
+            .unwrap();
+        let mut rng = Rng(0x5eed);
+        let mut at = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while at < 8 << 20 {
+            assert!(Instant::now() < deadline, "writing 8 MiB took over 20 s");
+            match rng.below(10) {
+                // The ring takes what this poll queued: a send behind is
+                // then in flight while the next write is made.
+                8 => ringshard::yield_now().await,
+                // A poll-mode write: a direct syscall.
+                #[cfg(feature = "tokio-io")]
+                9 => {
+                    let len = 1 + rng.below(4096) as usize;
+                    tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes(at, len))
+                        .await
+                        .unwrap();
+                    at += len as u64;
+                }
+                0 => {
+                    let (res, _) = stream.write(bytes(at, 1 + rng.below(4096) as usize)).await;
+                    at += res.unwrap() as u64;
+                }
+                1 => {
+                    let len = 4097 + rng.below(60_000) as usize;
+                    let (res, _) = stream.write_all(bytes(at, len)).await;
+                    res.unwrap();
+                    at += len as u64;
+                }
+                2 => {
+                    let first = 1 + rng.below(2048) as usize;
+                    let second = 1 + rng.below(2048) as usize;
+                    let bufs = vec![bytes(at, first), bytes(at + first as u64, second)];
+                    let (res, _) = stream.writev(bufs).await;
+                    at += res.unwrap() as u64;
+                }
+                _ => {
+                    let len = 1 + rng.below(4096) as usize;
+                    let (res, _) = stream.write_all(bytes(at, len)).await;
+                    res.unwrap();
+                    at += len as u64;
+                }
+            }
+        }
+        stream.shutdown(Shutdown::Write).unwrap();
+        until_finished(finished).await;
+        at
+    });
+    assert_eq!(reader.join().unwrap(), total, "bytes were lost");
+}
+
+/// A `write_all` whose send waits behind a full socket (the peer reads
+/// nothing until the stream is shut or dropped), then a write
+/// shutdown and the stream dropped: the peer reads every byte that
+/// `write_all` accepted, then end of stream.
+///
+/// Broken build that fails it: `shutdown_before_behind` (the shutdown is
+/// made at once, ahead of the send in flight).
+#[test]
+fn a_shutdown_and_a_drop_come_after_the_bytes_written_behind() {
+    let _serial = serial();
+    for shutdown in [true, false] {
+        let (open, gate) = std::sync::mpsc::channel();
+        let (addr, reader) = slow_reader(gate);
+        let finished = &reader;
+        let total = runtime().block_on(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let mut at = 0u64;
+            // Small writes until one has to wait: the one before it is
+            // then in flight behind a full socket.
+            loop {
+                let write = stream.write_all(bytes(at, 4096));
+                match timeout(Duration::from_millis(50), write).await {
+                    Ok((res, _)) => {
+                        res.unwrap();
+                        at += 4096;
+                    }
+                    // It waited for the send before it, and sent nothing.
+                    Err(_) => break,
+                }
+                assert!(at < 64 << 20, "the socket never filled");
+            }
+            if shutdown {
+                stream.shutdown(Shutdown::Write).unwrap();
+            }
+            drop(stream);
+            open.send(()).unwrap();
+            // The shard goes on turning, as a server's does.
+            until_finished(finished).await;
+            at
+        });
+        assert_eq!(
+            reader.join().unwrap(),
+            total,
+            "shutdown {shutdown}: bytes were lost"
+        );
+    }
+}
+
+/// The peer resets the connection: the writes go on returning until one
+/// reports the error (a write-behind send's, or its own), and none hangs.
+#[test]
+fn an_error_behind_a_write_reaches_a_later_write() {
+    let _serial = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let socket = socket2::Socket::from(stream);
+        // Closing with a zero linger sends a reset.
+        socket.set_linger(Some(Duration::ZERO)).unwrap();
+    });
+    runtime().block_on(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        peer.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let error = loop {
+            assert!(Instant::now() < deadline, "no write failed in 10 s");
+            let write = stream.write_all(bytes(0, 100));
+            let (res, _) = timeout(Duration::from_secs(5), write)
+                .await
+                .expect("a write hung");
+            if let Err(error) = res {
+                break error;
+            }
+        };
+        assert!(
+            matches!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{error:?}"
+        );
+    });
+}
+
+/// A runtime dropped while a write-behind send waits behind a peer that
+/// does not read: the drop gives it a short grace, then cancels it, well
+/// inside the 5 s a drop allows.
+#[test]
+fn a_runtime_dropped_with_a_send_stuck_behind_does_not_wait_it_out() {
+    let _serial = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rt = runtime();
+    let _peer = rt.block_on(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let mut written = 0usize;
+        loop {
+            let write = stream.write_all(vec![7; 4096]);
+            match timeout(Duration::from_millis(50), write).await {
+                Ok((res, _)) => written += res.unwrap(),
+                Err(_) => break,
+            }
+            assert!(written < 64 << 20, "the socket never filled");
+        }
+        // Keep the stream in a task, so the runtime's drop finds its send.
+        ringshard::spawn(async move {
+            let _stream = stream;
+            std::future::pending::<()>().await
+        });
+        peer
+    });
+    let start = Instant::now();
+    drop(rt);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "the drop took {took:?}");
+}
