@@ -285,3 +285,103 @@ fn a_runtime_dropped_with_a_send_stuck_behind_does_not_wait_it_out() {
     let took = start.elapsed();
     assert!(took < Duration::from_secs(3), "the drop took {took:?}");
 }
+
+/// A stream dropped while its write-behind send waits behind a peer that
+/// reads nothing: the send gets its linger (5 s), then is cancelled and the
+/// socket closed, rather than held open for as long as the peer stalls.
+///
+/// Broken build that fails it: `behind_no_linger` (orphaned sends are
+/// never swept).
+#[test]
+fn a_dropped_stream_whose_peer_reads_nothing_closes_after_its_linger() {
+    let _serial = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime().block_on(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (_peer, _) = listener.accept().unwrap();
+        fill(&mut stream).await;
+        let open = common::fd_count();
+        drop(stream);
+        let start = Instant::now();
+        while common::fd_count() >= open && start.elapsed() < Duration::from_secs(12) {
+            ringshard::sleep(Duration::from_millis(50)).await;
+        }
+        let took = start.elapsed();
+        assert!(
+            common::fd_count() < open,
+            "the socket was still open after {took:?}"
+        );
+        assert!(
+            took >= Duration::from_secs(4),
+            "closed after {took:?}, before its linger"
+        );
+    });
+}
+
+/// Small writes until one has to wait (it sent nothing): the one before it
+/// is then in flight behind a full socket.
+async fn fill(stream: &mut TcpStream) {
+    let mut written = 0usize;
+    loop {
+        let write = stream.write_all(vec![7; 4096]);
+        match timeout(Duration::from_millis(50), write).await {
+            Ok((res, _)) => written += res.unwrap(),
+            Err(_) => return,
+        }
+        assert!(written < 64 << 20, "the socket never filled");
+    }
+}
+
+/// A shutdown whose timeout is shorter than the sends' grace still cancels
+/// a send stuck behind a peer that reads nothing, and closes its socket
+/// instead of leaking it.
+///
+/// Broken build that fails it: `behind_no_final_cancel`.
+#[test]
+fn a_shutdown_with_no_time_left_still_closes_a_stuck_sends_socket() {
+    let _serial = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let baseline = common::fd_count();
+    let rt = runtime();
+    let peer = rt.block_on(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        fill(&mut stream).await;
+        ringshard::spawn(async move {
+            let _stream = stream;
+            std::future::pending::<()>().await
+        });
+        peer
+    });
+    rt.shutdown_timeout(Duration::ZERO);
+    // The listener went with the block, the peer's socket stays: one more.
+    common::assert_fds_return_to(baseline);
+    drop(peer);
+}
+
+/// `block_on` returns right after a `write_all` that went behind: its bytes
+/// were handed to the kernel, so a peer the caller then waits on gets them
+/// while the shard does not turn.
+///
+/// Broken build that fails it: `block_on_no_flush`.
+#[test]
+fn block_on_hands_a_write_behind_to_the_kernel_before_it_returns() {
+    let _serial = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rt = runtime();
+    let stream = rt.block_on(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (res, _) = stream.write_all(bytes(0, 100)).await;
+        res.unwrap();
+        stream
+    });
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut got = vec![0; 100];
+    peer.read_exact(&mut got).expect("the bytes never left");
+    assert_eq!(got, bytes(0, 100));
+    drop(stream);
+}

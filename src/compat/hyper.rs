@@ -104,8 +104,12 @@ macro_rules! hyper_write {
                 true
             }
 
-            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(Ok(()))
+            /// Waits for a buffered `write_all`'s send (see
+            /// [`Builder::buffered_writes`](crate::Builder::buffered_writes));
+            /// poll-mode writes buffer nothing.
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let (fd, _) = self.get_mut().poll_parts();
+                fd.poll_sent(cx)
             }
 
             fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -21,8 +21,12 @@
 //!   nothing was written, and never leave a write in flight: the bytes of a
 //!   call that returned `Pending` are never sent later, whatever buffer comes
 //!   next. Every byte reported written was handed to the socket.
-//! - `poll_flush` is immediate (nothing is buffered); `poll_shutdown` /
-//!   `poll_close` send FIN at once.
+//! - `poll_flush` waits only for the send of a buffered owned-buffer
+//!   `write_all` (see
+//!   [`Builder::buffered_writes`](crate::Builder::buffered_writes)), and
+//!   returns the error that send got; poll-mode writes buffer nothing.
+//!   `poll_shutdown` / `poll_close` send FIN after that send, at once
+//!   otherwise.
 //!
 //! Mixing poll mode with the owned-buffer methods on one socket is correct:
 //! both read through the same buffered path and the bytes dropped

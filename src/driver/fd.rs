@@ -44,6 +44,9 @@ struct Inner {
     /// What a write-behind send leaves to later writes (see [`Sent`]);
     /// `None` in the common case.
     sent: RefCell<Option<Box<Sent>>>,
+    /// The write side was shut down (or will be, after the send in
+    /// flight): no write goes behind any more, so each fails itself.
+    write_shut: Cell<bool>,
 }
 
 /// What a write-behind send leaves to the socket's later writes: its error,
@@ -96,6 +99,7 @@ impl SharedFd {
                 late: RefCell::new(None),
                 sending: Cell::new(false),
                 sent: RefCell::new(None),
+                write_shut: Cell::new(false),
             }),
         }
     }
@@ -127,6 +131,7 @@ impl SharedFd {
         self.inner.fd.as_raw_fd()
     }
 
+    #[inline]
     pub(crate) fn registration(&self) -> Option<(u64, u64)> {
         self.inner.registration.get()
     }
@@ -177,6 +182,11 @@ impl SharedFd {
         }
     }
 
+    /// Whether a write may go behind: not after a write shutdown.
+    pub(crate) fn may_write_behind(&self) -> bool {
+        !self.inner.write_shut.get()
+    }
+
     /// A write-behind send of this socket was submitted.
     pub(crate) fn send_begin(&self) {
         #[cfg(not(ringshard_broken = "behind_no_wait"))]
@@ -187,12 +197,18 @@ impl SharedFd {
     /// A write-behind send completed, failing with `error` if it did: a
     /// write shutdown asked for meanwhile is made now. Returns the waker of
     /// the write waiting for it.
+    #[inline]
     pub(crate) fn send_end(&self, error: Option<i32>) -> Option<Waker> {
         self.inner.sending.set(false);
-        let mut sent = self.inner.sent.borrow_mut();
-        if sent.is_none() && error.is_none() {
+        if error.is_none() && self.inner.sent.borrow().is_none() {
             return None;
         }
+        self.send_end_slow(error)
+    }
+
+    #[inline(never)]
+    fn send_end_slow(&self, error: Option<i32>) -> Option<Waker> {
+        let mut sent = self.inner.sent.borrow_mut();
         let state = sent.get_or_insert_default();
         state.error = state.error.or(error);
         if std::mem::take(&mut state.shutdown_write) {
@@ -253,6 +269,9 @@ impl SharedFd {
     pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
         use std::net::Shutdown;
         let socket = socket2::SockRef::from(self);
+        if how != Shutdown::Read {
+            self.inner.write_shut.set(true);
+        }
         // Deliberately broken build for the shutdown test: at once.
         #[cfg(ringshard_broken = "shutdown_before_behind")]
         return socket.shutdown(how);

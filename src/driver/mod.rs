@@ -181,6 +181,25 @@ impl Driver {
         }
     }
 
+    /// Hands the kernel what is queued (write-behind sends, say), without
+    /// waiting: `block_on` does before it returns, as its shard may not
+    /// turn again for a while.
+    pub(crate) fn flush(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Driver::Uring(driver) = self {
+            driver.flush_submissions();
+        }
+    }
+
+    /// The driver's periodic chores on a busy shard (one that parks does
+    /// them as it parks): io_uring's sweep of orphaned write-behind sends.
+    pub(crate) fn maintain(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Driver::Uring(driver) = self {
+            driver.sweep_behind();
+        }
+    }
+
     /// Wakes every op still waiting, so its task can be dropped (cancelling the op).
     pub(crate) fn wake_all(&mut self, out: &mut Ready) {
         match self {

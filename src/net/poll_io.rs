@@ -340,7 +340,7 @@ impl PollIo {
         if !flush_submissions(cx) {
             return Poll::Pending;
         }
-        let result = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write);
+        let result = fd.shutdown(std::net::Shutdown::Write);
         Poll::Ready(match result {
             // The peer is gone already: the write side is shut all the same.
             Err(error) if error.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),

@@ -265,7 +265,9 @@ impl<B: IoBuf> Future for WriteAll<B> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let total = this.total;
-        if this.send.is_idle() && this.send.resources().offset == 0 {
+        // Off its shard, the op reports the error (no send of the socket's
+        // can complete there).
+        if this.send.is_idle() && this.send.resources().offset == 0 && context::in_shard() {
             let send = this.send.resources();
             // After the socket's write-behind send (and its error), this
             // write may be one.
@@ -274,8 +276,12 @@ impl<B: IoBuf> Future for WriteAll<B> {
                 Poll::Ready(Err(error)) => return Poll::Ready((Err(error), this.send.take().buf)),
                 Poll::Ready(Ok(())) => {}
             }
-            if write_behind(&send.fd, &send.buf) {
-                return Poll::Ready((Ok(total), this.send.take().buf));
+            match write_first(&send.fd, &send.buf) {
+                Some(Ok(n)) if n >= total => return Poll::Ready((Ok(total), this.send.take().buf)),
+                // A short direct send: the rest goes through the ring.
+                Some(Ok(n)) => send.offset = n,
+                Some(Err(error)) => return Poll::Ready((Err(error), this.send.take().buf)),
+                None => {}
             }
         }
         loop {
@@ -304,28 +310,29 @@ impl<B: IoBuf> Future for WriteAll<B> {
     }
 }
 
-/// Copies `buf` and queues its send behind the caller, on io_uring (see
-/// `driver/uring/behind.rs`); false when the caller must send it itself.
-fn write_behind<B: IoBuf>(fd: &SharedFd, buf: &B) -> bool {
+/// The first send of a `write_all` on io_uring: a direct syscall or a
+/// write-behind send, each of which completes it in this poll (see
+/// `UringDriver::write_first`); `None` when it goes through the ring.
+fn write_first<B: IoBuf>(fd: &SharedFd, buf: &B) -> Option<io::Result<usize>> {
     #[cfg(target_os = "linux")]
     {
         use crate::driver::Driver;
         if buf.bytes_init() == 0 {
-            return false;
+            return None;
         }
         // SAFETY: an `IoBuf` has `bytes_init` initialized bytes at
         // `read_ptr`, which it does not change while borrowed.
         let bytes = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
         context::with_current_driver(|_, driver| match driver {
-            Driver::Uring(uring) => uring.write_behind(fd, bytes),
-            Driver::Poll(_) => false,
+            Driver::Uring(uring) => uring.write_first(fd, bytes),
+            Driver::Poll(_) => None,
         })
-        .unwrap_or(false)
+        .flatten()
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (fd, buf);
-        false
+        None
     }
 }
 

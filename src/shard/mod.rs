@@ -330,6 +330,10 @@ impl Core {
                 let polled = future.as_mut().poll(&mut cx);
                 self.polling.set(ptr::null());
                 if let Poll::Ready(output) = polled {
+                    // A `write_all` that went behind is handed to the
+                    // kernel before the caller goes on.
+                    #[cfg(not(ringshard_broken = "block_on_no_flush"))]
+                    self.driver.borrow_mut().flush();
                     self.flush_stats();
                     return output;
                 }
@@ -374,6 +378,7 @@ impl Core {
         let turns = self.turns.get().wrapping_add(1);
         self.turns.set(turns);
         if turns % STATS_TURNS == 0 {
+            self.driver.borrow_mut().maintain();
             self.flush_stats();
         }
     }

@@ -44,6 +44,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 
 use self::accept::Accepts;
+use self::behind::TOKEN_BEHIND;
 use self::recv::{BufRing, Multishot};
 use self::wake::{Targets, TOKEN_WAKE, TOKEN_WAKE_FAILED};
 use super::fd::SharedFd;
@@ -71,9 +72,6 @@ enum Lifecycle {
     Multishot(Box<Multishot>),
     /// A listener's multishot accept (see `accept.rs`).
     Accepts(Box<Accepts>),
-    /// A write-behind send (see `behind.rs`): the slab owns it, and its
-    /// CQE recycles its buffer.
-    Behind(behind::Behind),
 }
 
 struct Slot {
@@ -105,6 +103,7 @@ impl OpKey {
         (u64::from(self.generation) << 32) | self.index as u64
     }
 
+    #[inline]
     fn from_user_data(user_data: u64) -> OpKey {
         OpKey {
             index: (user_data & u64::from(u32::MAX)) as usize,
@@ -479,31 +478,38 @@ impl UringDriver {
             }
     }
 
+    /// The first send of a `write_all`, which the caller has checked comes
+    /// after every other send of the socket ([`SharedFd::poll_sent`]): a
+    /// direct `send` syscall where a send would make one
+    /// ([`sends_directly`](UringDriver::sends_directly)), otherwise a
+    /// write-behind send (`behind.rs`). Both complete the write in this
+    /// poll; a send queued behind a shard about to park would end its wait
+    /// with its own completion, so the direct one goes first.
+    ///
+    /// `Some(Ok(n))`: `n` bytes were written (all of them behind, maybe
+    /// fewer directly). `Some(Err(_))`: the direct send failed. `None`: the
+    /// caller sends them through the ring (the socket had no room for a
+    /// direct send; for a write-behind send they were too many, the pool
+    /// had no free buffer, or the switch is off).
+    pub(crate) fn write_first(&mut self, fd: &SharedFd, bytes: &[u8]) -> Option<io::Result<usize>> {
+        if self.sends_directly() {
+            return op::send_now(fd, bytes);
+        }
+        self.write_behind(fd, bytes).then_some(Ok(bytes.len()))
+    }
+
     /// Copies `bytes` and queues their send behind the caller (see
-    /// `behind.rs`); false when it did not (off, too large, no free buffer,
-    /// or the socket could not be made blocking), and the caller sends them
-    /// itself. Nor does it when the send would be a direct syscall: that
-    /// completes the write in this poll too, and a send queued behind a
-    /// shard about to park would end its wait with its own completion.
-    /// The caller has checked that no other send of the socket is in flight
-    /// ([`SharedFd::poll_sent`]).
-    pub(crate) fn write_behind(&mut self, fd: &SharedFd, bytes: &[u8]) -> bool {
-        if !self.tuning.write_behind || self.sends_directly() || op::make_blocking(fd).is_err() {
+    /// [`write_first`](UringDriver::write_first)); false when it did not.
+    fn write_behind(&mut self, fd: &SharedFd, bytes: &[u8]) -> bool {
+        if !self.tuning.write_behind || !fd.may_write_behind() || op::make_blocking(fd).is_err() {
             return false;
         }
-        let behind::Attempt::Queued(sqe, behind) = self.behind.attempt(fd, bytes) else {
+        let Some(sqe) = self.behind.attempt(fd, bytes) else {
             return false;
         };
-        self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
-        let index = self.ops.insert(Slot {
-            generation,
-            state: Lifecycle::Behind(behind),
-        });
-        let key = OpKey { index, generation };
         // SAFETY: the SQE points into a pool buffer, which stays out of the
         // pool until the send's final CQE (or is leaked with the pool).
-        unsafe { self.push(sqe.user_data(key.user_data())) };
+        unsafe { self.push(sqe) };
         fd.send_begin();
         true
     }
@@ -716,12 +722,30 @@ impl UringDriver {
             unsafe { self.push(sqe) };
             self.eventfd_armed = true;
         }
+        // Write-behind sends in flight: orphaned ones are swept (at most
+        // every second), so the park wakes to sweep again.
+        let mut timeout = timeout;
+        if self.behind.busy() {
+            self.sweep_behind();
+            timeout = Some(timeout.map_or(behind::SWEEP, |t| t.min(behind::SWEEP)));
+        }
         let stranded = !self.ready.is_empty() || self.woken;
         #[cfg(ringshard_broken = "park_over_stranded")]
         let stranded = false;
         self.woken = false;
         self.enter(if stranded { 0 } else { 1 }, timeout);
         self.reap();
+    }
+
+    /// Cancels the write-behind sends that have waited [`behind::LINGER`]
+    /// since their socket's last handle was dropped (see `behind.rs`).
+    pub(crate) fn sweep_behind(&mut self) {
+        if !self.behind.busy() {
+            return;
+        }
+        for user_data in self.behind.sweep(Instant::now()) {
+            self.cancel(user_data);
+        }
     }
 
     /// One `io_uring_enter` that submits everything queued and reaps
@@ -826,9 +850,7 @@ impl UringDriver {
             self.cancel(user_data);
         }
         while let Some(user_data) = self.resends.pop() {
-            let key = OpKey::from_user_data(user_data);
-            if let Some(Lifecycle::Behind(behind)) = state_of(&mut self.ops, key) {
-                let sqe = self.behind.sqe(behind).user_data(user_data);
+            if let Some(sqe) = self.behind.sqe(user_data) {
                 // SAFETY: the SQE points into a pool buffer, which stays
                 // out of the pool until the send's final CQE.
                 unsafe { self.push(sqe) };
@@ -847,8 +869,10 @@ impl UringDriver {
             // zeroed each time).
             let mut batch = std::mem::take(&mut self.batch);
             batch.clear();
-            let cqes = self.ring.completion().take(BATCH);
-            batch.extend(cqes.map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())));
+            batch.reserve(BATCH);
+            for cqe in self.ring.completion().take(BATCH) {
+                batch.push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
             for &(user_data, result, flags) in &batch {
                 self.complete(user_data, result, flags);
             }
@@ -883,6 +907,17 @@ impl UringDriver {
             TOKEN_WAKE => self.woken = true,
             TOKEN_IGNORE => {}
             TOKEN_WAKE_FAILED..TOKEN_WAKE => self.targets.failed(user_data),
+            TOKEN_BEHIND..TOKEN_WAKE_FAILED => {
+                match self
+                    .behind
+                    .complete(user_data, result, &mut self.ready.wakers)
+                {
+                    behind::Completion::Resend => self.resends.push(user_data),
+                    // The last fd clone is dropped outside the driver, as
+                    // its close goes through the driver.
+                    behind::Completion::Done(fd) => self.ready.fds.extend(fd),
+                }
+            }
             _ => {
                 let OpKey { index, generation } = OpKey::from_user_data(user_data);
                 let Some(slot) = self
@@ -900,16 +935,6 @@ impl UringDriver {
                         self.ops.remove(index);
                     } else if pause {
                         self.paused.push(user_data);
-                    }
-                    return;
-                }
-                if let Lifecycle::Behind(behind) = &mut slot.state {
-                    if self.behind.complete(behind, result, &mut self.ready.wakers) {
-                        self.resends.push(user_data);
-                    } else if let Lifecycle::Behind(behind) = self.ops.remove(index).state {
-                        // The fd clone is dropped outside the driver: if it
-                        // is the last, its close goes through the driver.
-                        self.ready.fds.push(behind.fd);
                     }
                     return;
                 }
@@ -936,8 +961,7 @@ impl UringDriver {
                     Lifecycle::Submitted
                     | Lifecycle::Completed(_)
                     | Lifecycle::Multishot(_)
-                    | Lifecycle::Accepts(_)
-                    | Lifecycle::Behind(_) => {}
+                    | Lifecycle::Accepts(_) => {}
                 }
             }
         }
@@ -980,7 +1004,19 @@ impl UringDriver {
     /// have completed or `deadline` passes. What is still in flight after
     /// that is leaked, never freed under the kernel.
     pub(crate) fn shutdown(&mut self, deadline: Instant, out: &mut Ready) {
-        let keys = self.in_flight_keys(false);
+        let keys: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, slot)| slot.in_flight())
+            .map(|(index, slot)| {
+                OpKey {
+                    index,
+                    generation: slot.generation,
+                }
+                .user_data()
+            })
+            .chain(self.eventfd_armed.then_some(TOKEN_EVENTFD))
+            .collect();
         // Deliberately broken build for the shutdown test: cancel nothing.
         #[cfg(ringshard_broken = "no_shutdown_cancel")]
         let keys: Vec<u64> = keys.into_iter().filter(|_| false).collect();
@@ -995,44 +1031,41 @@ impl UringDriver {
         // Write-behind sends are not cancelled at first: their writes have
         // returned, so their bytes go out if the socket takes them. One
         // still waiting after the grace has a peer that is not reading.
-        let grace = Instant::now() + BEHIND_GRACE;
+        // The grace ends before the deadline, so their cancels have time.
+        let start = Instant::now();
+        let grace =
+            (start + BEHIND_GRACE).min(start + deadline.saturating_duration_since(start) / 2);
         let mut behind_cancelled = false;
         loop {
-            let pending = self.eventfd_armed || self.ops.iter().any(|(_, s)| s.in_flight());
+            let pending = self.eventfd_armed
+                || self.behind.busy()
+                || self.ops.iter().any(|(_, s)| s.in_flight());
             let now = Instant::now();
             if !pending || now >= deadline {
                 break;
             }
             if now >= grace && !behind_cancelled {
                 behind_cancelled = true;
-                for user_data in self.in_flight_keys(true) {
+                for user_data in self.behind.cancel_all() {
                     self.cancel(user_data);
                 }
             }
             self.enter(1, Some((deadline - now).min(Duration::from_millis(10))));
             self.reap();
         }
+        // Past the deadline: whatever is still sending is cancelled now, and
+        // what completes at once is not leaked. (Not in the broken build
+        // for the no-time-left test.)
+        #[cfg(not(ringshard_broken = "behind_no_final_cancel"))]
+        if self.behind.busy() {
+            for user_data in self.behind.cancel_all() {
+                self.cancel(user_data);
+            }
+            self.enter(0, None);
+            self.reap();
+        }
         self.take_ready(out);
         self.leak_in_flight();
-    }
-
-    /// The user data of every op in flight (and of the armed eventfd read)
-    /// but write-behind sends, or of those sends only.
-    fn in_flight_keys(&self, behind: bool) -> Vec<u64> {
-        let ops = self
-            .ops
-            .iter()
-            .filter(|(_, slot)| slot.in_flight())
-            .filter(|(_, slot)| matches!(slot.state, Lifecycle::Behind(_)) == behind)
-            .map(|(index, slot)| {
-                OpKey {
-                    index,
-                    generation: slot.generation,
-                }
-                .user_data()
-            });
-        let eventfd = (!behind && self.eventfd_armed).then_some(TOKEN_EVENTFD);
-        ops.chain(eventfd).collect()
     }
 
     /// Forgets every resource the kernel may still write into: abandoned
@@ -1044,9 +1077,6 @@ impl UringDriver {
             armed |= matches!(&slot.state, Lifecycle::Multishot(m) if m.armed());
             match slot.state {
                 Lifecycle::Abandoned(orphan) => std::mem::forget(orphan),
-                // Its fd clone too: the socket stays open, never reused
-                // under the send.
-                Lifecycle::Behind(behind) => std::mem::forget(behind),
                 Lifecycle::Multishot(multishot) if multishot.armed() => std::mem::forget(multishot),
                 Lifecycle::Accepts(mut accepts) if accepts.armed() => {
                     accepts.discard();
@@ -1091,6 +1121,7 @@ fn send_wake_from_current(target: &Arc<Wake>) -> bool {
 }
 
 /// The state of the op `key`, if its slot in `ops` still holds it.
+#[inline]
 fn state_of(ops: &mut Slab<Slot>, key: OpKey) -> Option<&mut Lifecycle> {
     ops.get_mut(key.index)
         .filter(|s| s.generation == key.generation)
@@ -1099,6 +1130,7 @@ fn state_of(ops: &mut Slab<Slot>, key: OpKey) -> Option<&mut Lifecycle> {
 
 /// The key of `fd`'s multishot op, if it has one on shard `uid`; an error
 /// if the socket belongs to another shard.
+#[inline]
 fn multishot_key(uid: u64, fd: &SharedFd) -> io::Result<Option<OpKey>> {
     match fd.registration() {
         Some((owner, user_data)) if owner == uid => Ok(Some(OpKey::from_user_data(user_data))),

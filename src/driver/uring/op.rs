@@ -79,15 +79,7 @@ impl<B: IoBuf> UringOp for Send<B> {
     fn try_now(&mut self) -> Option<io::Result<usize>> {
         let (ptr, len) = self.source();
         // SAFETY: `ptr` has `len` initialized bytes (see `Send::source`).
-        let sent = unsafe {
-            libc::send(
-                self.fd.raw(),
-                ptr.cast(),
-                len,
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        sent_now(sent)
+        send_now(&self.fd, unsafe { std::slice::from_raw_parts(ptr, len) })
     }
 }
 
@@ -112,6 +104,21 @@ impl<B: IoBuf> UringOp for SendMsg<B> {
         };
         sent_now(sent)
     }
+}
+
+/// A direct non-blocking `send` of `bytes`; `None` when the socket had no
+/// room.
+pub(crate) fn send_now(fd: &SharedFd, bytes: &[u8]) -> Option<io::Result<usize>> {
+    // SAFETY: `bytes` is readable for its length during the call.
+    let sent = unsafe {
+        libc::send(
+            fd.raw(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    sent_now(sent)
 }
 
 /// The result of a direct send; `None` when the socket had no room.
