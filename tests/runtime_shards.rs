@@ -198,7 +198,8 @@ fn stats_count_per_shard() {
             }
             ringshard::sleep(Duration::from_millis(2)).await;
         });
-        // Shards publish their counters once per turn: allow them a moment.
+        // Shards publish their counters as they park (and every 64 turns):
+        // allow them a moment.
         let deadline = Instant::now() + Duration::from_secs(1);
         let stats = loop {
             let stats = rt.stats();

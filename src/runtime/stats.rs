@@ -1,4 +1,6 @@
-/// Counters of one shard since the runtime started.
+/// Counters of one shard since the runtime started. A shard publishes them
+/// before it parks, when `block_on` returns, and every 64 turns while it is
+/// busy, so a busy shard's figures may lag by that much.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShardStats {
