@@ -33,14 +33,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// What a pending task asks for: its task allocation (72 bytes), its
-/// registry entry (16, 26 with the vector's doubling at this count) and its
-/// run-queue slot (8, 13 with the doubling): 111.2 bytes. Issue 16 asks for
-/// at most 100 of RSS, which is not met yet (105, `benches/core`); this
-/// guards what was won: the layout before (an 80-byte task, a 24-byte
-/// `Slab` entry) asked for 135.2.
+/// What a pending task asks for: its task allocation (72 bytes) and its
+/// registry entry (16, 26 with the vector's doubling at this count): 98.2
+/// bytes. The run queue the spawn burst grew (8 bytes a task, 13 with the
+/// doubling) is given back once it has drained. Issue 16 asks for at most
+/// 100 of RSS (96.7 now, `benches/core`). Fails on the layout before (an
+/// 80-byte task, a 24-byte `Slab` entry: 135.2) and with the run queue kept
+/// (111.2).
 #[test]
-fn a_pending_task_asks_for_at_most_115_bytes() {
+fn a_pending_task_asks_for_at_most_100_bytes() {
     const TASKS: usize = 20_000;
     let rt = ringshard::Runtime::builder()
         .worker_threads(1)
@@ -63,7 +64,7 @@ fn a_pending_task_asks_for_at_most_115_bytes() {
         BYTES.load(Ordering::Relaxed) as f64 / TASKS as f64
     });
     println!("{per_task:.1} bytes requested per pending task");
-    assert!(per_task <= 115.0, "{per_task:.1} bytes per pending task");
+    assert!(per_task <= 100.0, "{per_task:.1} bytes per pending task");
     // Shutdown still reaches every one of them.
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
 }

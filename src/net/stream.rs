@@ -414,6 +414,14 @@ macro_rules! stream_io_methods {
 
         /// Writes all of `buf`'s initialized bytes.
         ///
+        /// On io_uring a write of up to 4 KiB may be buffered (see
+        /// [`Builder::buffered_writes`](crate::Builder::buffered_writes)):
+        /// `Ok` then means the bytes were copied and their send queued, as
+        /// a write into a kernel socket buffer means they were accepted.
+        /// They go out in order before any later write's bytes (and
+        /// before a write shutdown); an error their send gets is returned
+        /// by the socket's next write.
+        ///
         /// # Cancel safety
         ///
         /// Not cancel safe for data: if the future is dropped, an unknown
