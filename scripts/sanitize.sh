@@ -20,6 +20,10 @@ if [[ "$what" == all || "$what" == asan ]]; then
     echo "== AddressSanitizer: cargo test --target $target (lib and tests; doctests skipped)"
     # Leak checking stays on: a leak the runtime makes on purpose (an
     # op still in flight at the drain deadline) is not reached by the tests.
+    # The example binaries some tests run are built first, with the same
+    # flags: `--lib --tests` alone would leave an older build's in place.
+    RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR=target/asan \
+        cargo build --all-features --target "$target" --examples
     RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" \
         CARGO_TARGET_DIR=target/asan ASAN_OPTIONS="detect_leaks=1" \
         cargo test --no-fail-fast --all-features --target "$target" --lib --tests
@@ -28,6 +32,7 @@ fi
 if [[ "$what" == all || "$what" == valgrind ]]; then
     command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
     echo "== valgrind: the epoll-driver tests"
+    CARGO_TARGET_DIR=target/valgrind cargo build --all-features --examples 2>&1 | tail -1
     CARGO_TARGET_DIR=target/valgrind cargo test --all-features --no-run --tests 2>&1 | tail -1
     # Tests that assert CPU time or latency cannot hold at valgrind's speed;
     # these check bytes, errors and ends (binary, or binary:name filter;

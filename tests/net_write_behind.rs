@@ -2,9 +2,11 @@
 //! io_uring): a small `write_all` returns once its bytes are copied, its
 //! send running behind it. Bytes still come out whole and in order whatever
 //! mix of writes follows, a write shutdown (or the close of a dropped
-//! stream) comes after them, a send's error reaches a later write, and a
+//! stream) comes after them, a send's error reaches a later write, a
 //! runtime dropped with a send stuck behind a peer that does not read
-//! neither hangs nor waits out its 5 s.
+//! neither hangs nor waits out its 5 s (nor leaks the socket with no time
+//! at all), a dropped stream's stuck send gets a 5 s linger and no more,
+//! and `block_on` sees its sends out before it returns.
 //!
 //! Each test was shown to fail against a deliberately broken build:
 //! `RUSTFLAGS='--cfg ringshard_broken="<name>"' cargo test --test net_write_behind`
@@ -183,21 +185,7 @@ fn a_shutdown_and_a_drop_come_after_the_bytes_written_behind() {
         let finished = &reader;
         let total = runtime().block_on(async move {
             let mut stream = TcpStream::connect(addr).await.unwrap();
-            let mut at = 0u64;
-            // Small writes until one has to wait: the one before it is
-            // then in flight behind a full socket.
-            loop {
-                let write = stream.write_all(bytes(at, 4096));
-                match timeout(Duration::from_millis(50), write).await {
-                    Ok((res, _)) => {
-                        res.unwrap();
-                        at += 4096;
-                    }
-                    // It waited for the send before it, and sent nothing.
-                    Err(_) => break,
-                }
-                assert!(at < 64 << 20, "the socket never filled");
-            }
+            let at = fill(&mut stream).await;
             if shutdown {
                 stream.shutdown(Shutdown::Write).unwrap();
             }
@@ -264,15 +252,7 @@ fn a_runtime_dropped_with_a_send_stuck_behind_does_not_wait_it_out() {
     let _peer = rt.block_on(async move {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let (peer, _) = listener.accept().unwrap();
-        let mut written = 0usize;
-        loop {
-            let write = stream.write_all(vec![7; 4096]);
-            match timeout(Duration::from_millis(50), write).await {
-                Ok((res, _)) => written += res.unwrap(),
-                Err(_) => break,
-            }
-            assert!(written < 64 << 20, "the socket never filled");
-        }
+        fill(&mut stream).await;
         // Keep the stream in a task, so the runtime's drop finds its send.
         ringshard::spawn(async move {
             let _stream = stream;
@@ -304,6 +284,8 @@ fn a_dropped_stream_whose_peer_reads_nothing_closes_after_its_linger() {
         let open = common::fd_count();
         drop(stream);
         let start = Instant::now();
+        ringshard::sleep(Duration::from_secs(1)).await;
+        assert_eq!(common::fd_count(), open, "closed before its linger");
         while common::fd_count() >= open && start.elapsed() < Duration::from_secs(12) {
             ringshard::sleep(Duration::from_millis(50)).await;
         }
@@ -319,18 +301,37 @@ fn a_dropped_stream_whose_peer_reads_nothing_closes_after_its_linger() {
     });
 }
 
-/// Small writes until one has to wait (it sent nothing): the one before it
-/// is then in flight behind a full socket.
-async fn fill(stream: &mut TcpStream) {
-    let mut written = 0usize;
+/// Small writes of the test stream's bytes until one has to wait (it sent
+/// nothing) and the socket has no room: the write before it is then in
+/// flight behind a full socket. Returns the bytes written.
+async fn fill(stream: &mut TcpStream) -> u64 {
+    socket2::SockRef::from(&*stream)
+        .set_send_buffer_size(16 * 1024)
+        .unwrap();
+    let mut at = 0u64;
     loop {
-        let write = stream.write_all(vec![7; 4096]);
+        let write = stream.write_all(bytes(at, 4096));
         match timeout(Duration::from_millis(50), write).await {
-            Ok((res, _)) => written += res.unwrap(),
-            Err(_) => return,
+            Ok((res, _)) => at += res.unwrap() as u64,
+            // It only waited for the send before it: a slow turn (under
+            // valgrind, say) unless the socket is full.
+            Err(_) if !writable(stream) => return at,
+            Err(_) => {}
         }
-        assert!(written < 64 << 20, "the socket never filled");
+        assert!(at < 64 << 20, "the socket never filled");
     }
+}
+
+/// Whether the socket has room to write (`poll` for `POLLOUT`, no wait).
+fn writable(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the call only.
+    unsafe { libc::poll(&mut fd, 1, 0) > 0 && fd.revents & libc::POLLOUT != 0 }
 }
 
 /// A shutdown whose timeout is shorter than the sends' grace still cancels
@@ -359,6 +360,38 @@ fn a_shutdown_with_no_time_left_still_closes_a_stuck_sends_socket() {
     // The listener went with the block, the peer's socket stays: one more.
     common::assert_fds_return_to(baseline);
     drop(peer);
+}
+
+/// `block_on` returns right after `write_all`s that went behind into a full
+/// socket: it sees their sends out first (as the writes would have been
+/// before they returned), so a reader that starts only after it returns
+/// gets every byte. A shard that does not turn does not move a send
+/// waiting for room (`DEFER_TASKRUN`).
+///
+/// Broken build that fails it: `block_on_no_flush`.
+#[test]
+fn block_on_sees_its_sends_out_of_a_full_socket_before_it_returns() {
+    let _serial = serial();
+    let (open, gate) = std::sync::mpsc::channel();
+    let (addr, reader) = slow_reader(gate);
+    let rt = runtime();
+    let (stream, total) = rt.block_on(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let total = fill(&mut stream).await;
+        // The reader starts in 200 ms, while `block_on` returns.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = open.send(());
+        });
+        (stream, total)
+    });
+    stream.shutdown(Shutdown::Write).unwrap();
+    // The shard turns no more: the reader's end of stream needs the sends
+    // to have gone out already.
+    let read = reader.join().unwrap();
+    drop(stream);
+    drop(rt);
+    assert_eq!(read, total, "bytes were lost");
 }
 
 /// `block_on` returns right after a `write_all` that went behind: its bytes

@@ -211,7 +211,13 @@ impl SharedFd {
         let mut sent = self.inner.sent.borrow_mut();
         let state = sent.get_or_insert_default();
         state.error = state.error.or(error);
-        if std::mem::take(&mut state.shutdown_write) {
+        let shutdown = std::mem::take(&mut state.shutdown_write);
+        if error.is_some() {
+            // Bytes a write accepted were not all sent: the close resets
+            // the connection rather than end the stream as if they were
+            // (and a shutdown asked meanwhile sends no end of stream).
+            let _ = socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO));
+        } else if shutdown {
             // The peer is gone already if this fails: nothing to report.
             let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write);
         }

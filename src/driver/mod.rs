@@ -16,6 +16,10 @@ pub(crate) mod poll;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
+/// How long `block_on` waits, before it returns, for write-behind sends a
+/// peer is slow to take (the linger of an orphaned one, `uring/behind.rs`).
+pub(crate) const BEHIND_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
 use std::io;
 use std::sync::Arc;
 use std::task::Waker;
@@ -181,14 +185,15 @@ impl Driver {
         }
     }
 
-    /// Hands the kernel what is queued (write-behind sends, say), without
-    /// waiting: `block_on` does before it returns, as its shard may not
-    /// turn again for a while.
-    pub(crate) fn flush(&mut self) {
+    /// Hands the kernel what is queued and sees the write-behind sends
+    /// out (up to `deadline`): `block_on` does before it returns, as its
+    /// shard may not turn again for a while (see `UringDriver::drain_behind`).
+    pub(crate) fn flush(&mut self, deadline: std::time::Instant) {
         #[cfg(target_os = "linux")]
         if let Driver::Uring(driver) = self {
-            driver.flush_submissions();
+            driver.drain_behind(deadline);
         }
+        let _ = deadline;
     }
 
     /// The driver's periodic chores on a busy shard (one that parks does

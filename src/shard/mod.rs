@@ -330,10 +330,13 @@ impl Core {
                 let polled = future.as_mut().poll(&mut cx);
                 self.polling.set(ptr::null());
                 if let Poll::Ready(output) = polled {
-                    // A `write_all` that went behind is handed to the
-                    // kernel before the caller goes on.
+                    // A `write_all` that went behind is sent before the
+                    // caller goes on, as it was before it returned (a peer
+                    // that takes nothing holds it at most `LINGER`).
                     #[cfg(not(ringshard_broken = "block_on_no_flush"))]
-                    self.driver.borrow_mut().flush();
+                    self.driver
+                        .borrow_mut()
+                        .flush(Instant::now() + crate::driver::BEHIND_LINGER);
                     self.flush_stats();
                     return output;
                 }

@@ -51,7 +51,7 @@ pub(crate) const TOKEN_BEHIND: u64 = TOKEN_WAKE_FAILED - POOL_MAX as u64;
 /// How long a send whose socket's every handle was dropped may wait for
 /// the peer to take its bytes before it is cancelled and the socket closes
 /// (as the kernel bounds the life of a closed socket with unsent data).
-pub(crate) const LINGER: Duration = Duration::from_secs(5);
+pub(crate) const LINGER: Duration = super::super::BEHIND_LINGER;
 /// How often the pool looks for such sends, while any send is in flight.
 pub(crate) const SWEEP: Duration = Duration::from_secs(1);
 
@@ -141,10 +141,11 @@ impl Pool {
         wakers: &mut Vec<Waker>,
     ) -> Completion {
         let index = (user_data - TOKEN_BEHIND) as usize;
-        let Some(slot) = self.sends.get_mut(index) else {
-            return Completion::Done(None);
-        };
-        let Some(behind) = slot.as_mut() else {
+        let Some(behind) = self.sends.get_mut(index).and_then(Option::as_mut) else {
+            debug_assert!(
+                false,
+                "a CQE for write-behind buffer {index}, which sends nothing"
+            );
             return Completion::Done(None);
         };
         let error = match result {
@@ -178,7 +179,7 @@ impl Pool {
             0 => Some(libc::EPIPE),
             error => Some(-error),
         };
-        let behind = slot.take().expect("matched above");
+        let behind = self.sends[index].take().expect("matched above");
         self.free.push(index as u16);
         self.in_flight -= 1;
         wakers.extend(behind.fd.send_end(error));
@@ -190,12 +191,18 @@ impl Pool {
         self.in_flight > 0
     }
 
+    /// Sends in flight.
+    pub(crate) fn in_flight_count(&self) -> usize {
+        self.in_flight
+    }
+
     /// Marks every send in flight cancelled; returns their `user_data`, to
-    /// cancel.
-    pub(crate) fn cancel_all(&mut self) -> Vec<u64> {
+    /// cancel: those not cancelled yet, or with `again` every one (a cancel
+    /// that found the send running in the kernel's workers may miss).
+    pub(crate) fn cancel_all(&mut self, again: bool) -> Vec<u64> {
         let mut cancels = Vec::new();
         for (index, send) in self.sends.iter_mut().enumerate() {
-            if let Some(behind) = send.as_mut().filter(|b| !b.cancelled) {
+            if let Some(behind) = send.as_mut().filter(|b| again || !b.cancelled) {
                 behind.cancelled = true;
                 cancels.push(TOKEN_BEHIND + index as u64);
             }

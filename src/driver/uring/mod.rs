@@ -440,7 +440,24 @@ impl UringDriver {
     /// Ops in the slab: submitted and not yet consumed, multishot ops
     /// included.
     pub(crate) fn in_flight(&self) -> u64 {
-        self.ops.len() as u64
+        (self.ops.len() + self.behind.in_flight_count()) as u64
+    }
+
+    /// Turns the ring until no write-behind send is in flight, or
+    /// `deadline`: `block_on` does before it returns, as a send waiting for
+    /// room moves on only when this thread enters the ring
+    /// (`DEFER_TASKRUN`), and its `write_all` has returned. What completes
+    /// meanwhile is kept for the shard's next turn.
+    pub(crate) fn drain_behind(&mut self, deadline: Instant) {
+        self.flush_submissions();
+        while self.behind.busy() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            self.enter(1, Some((deadline - now).min(Duration::from_millis(10))));
+            self.reap();
+        }
     }
 
     /// Whether the slab still holds the op `key` (shutdown drops what was
@@ -908,6 +925,7 @@ impl UringDriver {
             TOKEN_IGNORE => {}
             TOKEN_WAKE_FAILED..TOKEN_WAKE => self.targets.failed(user_data),
             TOKEN_BEHIND..TOKEN_WAKE_FAILED => {
+                self.stats.completed += 1;
                 match self
                     .behind
                     .complete(user_data, result, &mut self.ready.wakers)
@@ -1046,7 +1064,7 @@ impl UringDriver {
             }
             if now >= grace && !behind_cancelled {
                 behind_cancelled = true;
-                for user_data in self.behind.cancel_all() {
+                for user_data in self.behind.cancel_all(false) {
                     self.cancel(user_data);
                 }
             }
@@ -1058,7 +1076,7 @@ impl UringDriver {
         // for the no-time-left test.)
         #[cfg(not(ringshard_broken = "behind_no_final_cancel"))]
         if self.behind.busy() {
-            for user_data in self.behind.cancel_all() {
+            for user_data in self.behind.cancel_all(true) {
                 self.cancel(user_data);
             }
             self.enter(0, None);
