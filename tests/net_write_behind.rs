@@ -240,6 +240,23 @@ fn an_error_behind_a_write_reaches_a_later_write() {
     });
 }
 
+/// Connects to `listener`, fills the socket with write-behind sends until
+/// one is stuck, and keeps the stream in a task (so the runtime's shutdown
+/// finds its send); returns the peer's socket, which reads nothing.
+fn park_a_stuck_send(rt: &Runtime, listener: std::net::TcpListener) -> std::net::TcpStream {
+    let addr = listener.local_addr().unwrap();
+    rt.block_on(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        fill(&mut stream).await;
+        ringshard::spawn(async move {
+            let _stream = stream;
+            std::future::pending::<()>().await
+        });
+        peer
+    })
+}
+
 /// A runtime dropped while a write-behind send waits behind a peer that
 /// does not read: the drop gives it a short grace, then cancels it, well
 /// inside the 5 s a drop allows.
@@ -247,19 +264,8 @@ fn an_error_behind_a_write_reaches_a_later_write() {
 fn a_runtime_dropped_with_a_send_stuck_behind_does_not_wait_it_out() {
     let _serial = serial();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let rt = runtime();
-    let _peer = rt.block_on(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let (peer, _) = listener.accept().unwrap();
-        fill(&mut stream).await;
-        // Keep the stream in a task, so the runtime's drop finds its send.
-        ringshard::spawn(async move {
-            let _stream = stream;
-            std::future::pending::<()>().await
-        });
-        peer
-    });
+    let _peer = park_a_stuck_send(&rt, listener);
     let start = Instant::now();
     drop(rt);
     let took = start.elapsed();
@@ -343,19 +349,9 @@ fn writable(stream: &TcpStream) -> bool {
 fn a_shutdown_with_no_time_left_still_closes_a_stuck_sends_socket() {
     let _serial = serial();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let baseline = common::fd_count();
     let rt = runtime();
-    let peer = rt.block_on(async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let (peer, _) = listener.accept().unwrap();
-        fill(&mut stream).await;
-        ringshard::spawn(async move {
-            let _stream = stream;
-            std::future::pending::<()>().await
-        });
-        peer
-    });
+    let peer = park_a_stuck_send(&rt, listener);
     rt.shutdown_timeout(Duration::ZERO);
     // The listener went with the block, the peer's socket stays: one more.
     common::assert_fds_return_to(baseline);
