@@ -4,6 +4,7 @@
 //! * [`pin_current_thread`] and [`AffinityGuard`]: pin the calling thread to one
 //!   CPU and restore its previous affinity afterwards;
 //! * [`EventFd`] (Linux): the counter the io_uring driver parks on.
+//! * [`TimerFd`] (Linux): the epoll driver's exact park deadline.
 //!
 //! [`atomic`] holds the atomics of the cross-thread protocols (loom's under
 //! `--cfg loom`).
@@ -126,5 +127,63 @@ impl EventFd {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64.
         unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// A one-shot timer the epoll driver parks on for a deadline finer than
+/// `epoll_wait`'s whole milliseconds (Linux).
+#[cfg(target_os = "linux")]
+pub(crate) struct TimerFd(std::os::fd::OwnedFd);
+
+#[cfg(target_os = "linux")]
+impl TimerFd {
+    pub(crate) fn new() -> io::Result<TimerFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: timerfd_create has no memory arguments.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by timerfd_create and is owned by
+        // nobody else.
+        Ok(TimerFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn raw(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+
+    /// Arms the timer to expire once, `after` from now (a zero `after`
+    /// would disarm it: the least is a nanosecond).
+    pub(crate) fn set(&self, after: std::time::Duration) -> io::Result<()> {
+        let after = after.max(std::time::Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: `spec` is a live itimerspec; the old value is not asked for.
+        if unsafe { libc::timerfd_settime(self.raw(), 0, &spec, std::ptr::null_mut()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads the expirations away, so the next one is a new event.
+    pub(crate) fn clear(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 (non-blocking).
+        unsafe { libc::read(self.raw(), (&mut count as *mut u64).cast(), 8) };
     }
 }

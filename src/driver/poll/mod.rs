@@ -25,6 +25,8 @@ use super::op::Direction;
 use super::{DriverStats, Ready, Unparker};
 
 const WAKE: mio::Token = mio::Token(usize::MAX);
+/// The timer fd of a park's exact deadline (see `PollDriver::exact`).
+const TIMER: mio::Token = mio::Token(usize::MAX - 1);
 
 /// One registered socket.
 ///
@@ -56,6 +58,11 @@ pub(crate) struct PollDriver {
     generation: u32,
     ready: Ready,
     pub(crate) stats: DriverStats,
+    /// The timer a park with a deadline between milliseconds waits on,
+    /// made with the driver (one fd, like the waker's); `None` if making it
+    /// failed (parks then round up to the millisecond, as `epoll_wait` does).
+    #[cfg(target_os = "linux")]
+    timer: Option<crate::sys::TimerFd>,
 }
 
 fn split(token: u64) -> (usize, u32) {
@@ -77,6 +84,15 @@ impl PollDriver {
     pub(crate) fn new() -> io::Result<PollDriver> {
         let poll = mio::Poll::new()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
+        #[cfg(target_os = "linux")]
+        let timer = crate::sys::TimerFd::new()
+            .and_then(|timer| {
+                let fd = timer.raw();
+                poll.registry()
+                    .register(&mut SourceFd(&fd), TIMER, mio::Interest::READABLE)?;
+                Ok(timer)
+            })
+            .ok();
         Ok(PollDriver {
             poll,
             events: mio::Events::with_capacity(256),
@@ -86,6 +102,8 @@ impl PollDriver {
             generation: 0,
             ready: Ready::default(),
             stats: DriverStats::default(),
+            #[cfg(target_os = "linux")]
+            timer,
         })
     }
 
@@ -237,11 +255,31 @@ impl PollDriver {
     /// turn (a deregistration wakes its waiters) are still to run.
     pub(crate) fn park(&mut self, timeout: Option<Duration>) {
         let stranded = !self.ready.wakers.is_empty();
-        self.poll_events(if stranded {
+        let timeout = if stranded {
             Some(Duration::ZERO)
         } else {
-            timeout
-        });
+            self.exact(timeout)
+        };
+        self.poll_events(timeout);
+    }
+
+    /// `epoll_wait` counts whole milliseconds, rounding a timeout up: a
+    /// deadline between them would wake up to a millisecond late. On Linux
+    /// such a deadline goes on a timer fd instead, whose expiry ends the
+    /// wait, and the wait's own timeout (a millisecond later) is a
+    /// backstop. Returns the timeout to wait with.
+    fn exact(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        #[cfg(target_os = "linux")]
+        if let Some(after) = timeout.filter(|t| !t.is_zero() && t.subsec_nanos() % 1_000_000 != 0) {
+            if self
+                .timer
+                .as_ref()
+                .is_some_and(|timer| timer.set(after).is_ok())
+            {
+                return Some(after + Duration::from_millis(1));
+            }
+        }
+        timeout
     }
 
     fn poll_events(&mut self, timeout: Option<Duration>) {
@@ -260,6 +298,13 @@ impl PollDriver {
         }
         for event in self.events.iter() {
             if event.token() == WAKE {
+                continue;
+            }
+            #[cfg(target_os = "linux")]
+            if event.token() == TIMER {
+                if let Some(timer) = &self.timer {
+                    timer.clear();
+                }
                 continue;
             }
             // By index only (mio tokens are `usize`, which may not hold the
@@ -305,5 +350,45 @@ impl PollDriver {
                 out.wakers.extend(waker.take());
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The time left on the park timer (zero when disarmed).
+    fn armed(driver: &PollDriver) -> Duration {
+        let Some(timer) = &driver.timer else {
+            return Duration::ZERO;
+        };
+        // SAFETY: an all-zero itimerspec is valid; timerfd_gettime fills it.
+        let mut spec: libc::itimerspec = unsafe { std::mem::zeroed() };
+        // SAFETY: `spec` is a live itimerspec.
+        assert_eq!(unsafe { libc::timerfd_gettime(timer.raw(), &mut spec) }, 0);
+        Duration::new(spec.it_value.tv_sec as u64, spec.it_value.tv_nsec as u32)
+    }
+
+    /// A park deadline between milliseconds goes on the timer (epoll_wait
+    /// would round it up by up to a millisecond); whole milliseconds, no
+    /// deadline and no wait stay epoll_wait's own.
+    #[test]
+    fn a_deadline_between_milliseconds_is_set_on_the_timer() {
+        let mut driver = PollDriver::new().unwrap();
+        assert_eq!(driver.exact(None), None);
+        assert_eq!(driver.exact(Some(Duration::ZERO)), Some(Duration::ZERO));
+        let whole = Duration::from_millis(2);
+        assert_eq!(driver.exact(Some(whole)), Some(whole));
+        assert_eq!(armed(&driver), Duration::ZERO);
+        let between = Duration::from_micros(1_300);
+        assert_eq!(
+            driver.exact(Some(between)),
+            Some(between + Duration::from_millis(1))
+        );
+        let left = armed(&driver);
+        assert!(left > Duration::ZERO && left <= between, "{left:?}");
+        // It fires, and the park it ends reads it away.
+        driver.park(Some(between));
+        assert_eq!(armed(&driver), Duration::ZERO);
     }
 }
