@@ -169,7 +169,7 @@ impl TimerFd {
                 tv_nsec: 0,
             },
             it_value: libc::timespec {
-                tv_sec: after.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
                 tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
             },
         };

@@ -26,6 +26,7 @@ use super::{DriverStats, Ready, Unparker};
 
 const WAKE: mio::Token = mio::Token(usize::MAX);
 /// The timer fd of a park's exact deadline (see `PollDriver::exact`).
+#[cfg(target_os = "linux")]
 const TIMER: mio::Token = mio::Token(usize::MAX - 1);
 
 /// One registered socket.
@@ -276,7 +277,7 @@ impl PollDriver {
                 .as_ref()
                 .is_some_and(|timer| timer.set(after).is_ok())
             {
-                return Some(after + Duration::from_millis(1));
+                return Some(after.saturating_add(Duration::from_millis(1)));
             }
         }
         timeout
@@ -387,6 +388,9 @@ mod tests {
         );
         let left = armed(&driver);
         assert!(left > Duration::ZERO && left <= between, "{left:?}");
+        // A park "forever" (`park_timeout(Duration::MAX)`) neither panics
+        // nor shortens.
+        assert_eq!(driver.exact(Some(Duration::MAX)), Some(Duration::MAX));
         // It fires, and the park it ends reads it away.
         driver.park(Some(between));
         assert_eq!(armed(&driver), Duration::ZERO);
